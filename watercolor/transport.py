@@ -1,0 +1,112 @@
+"""Thin socket adapters around the pure protocol in :mod:`watercolor.protocol`.
+
+Every read and write has a timeout (``io_timeout`` per stalled operation) and,
+where given, an overall ``deadline`` (a ``time.monotonic()`` value). A peer that
+stalls, half-closes or sends garbage costs a bounded wait and nothing else.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from watercolor import protocol
+from watercolor.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    ProtocolError,
+)
+from watercolor.protocol import Frame, FrameDecoder, FrameType
+
+RECV_CHUNK = 1024 * 1024
+
+
+class PeerClosed(ConnectionError):
+    """The peer closed the connection before a whole frame arrived."""
+
+
+class StallTimeout(TimeoutError):
+    """A single read or write made no progress within the I/O timeout."""
+
+
+def _remaining(io_timeout: float, deadline: float | None) -> float:
+    if deadline is None:
+        return io_timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineExceeded()
+    return min(io_timeout, left)
+
+
+def send_bytes(sock: socket.socket, data: bytes, *, io_timeout: float,
+               deadline: float | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        sock.settimeout(_remaining(io_timeout, deadline))
+        try:
+            sent = sock.send(view[:RECV_CHUNK])
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded() from None
+            raise StallTimeout("write stalled") from None
+        view = view[sent:]
+
+
+def send_frame(sock: socket.socket, frame: Frame, *, secret: bytes | None, io_timeout: float,
+               deadline: float | None = None) -> None:
+    send_bytes(sock, protocol.encode_frame(frame, secret), io_timeout=io_timeout, deadline=deadline)
+
+
+def recv_frame(sock: socket.socket, decoder: FrameDecoder, *, io_timeout: float,
+               deadline: float | None = None) -> Frame:
+    """Read until the decoder hands out one frame (extra bytes stay in the decoder)."""
+    for frame in decoder.feed(b""):
+        return frame
+    while True:
+        sock.settimeout(_remaining(io_timeout, deadline))
+        try:
+            chunk = sock.recv(min(RECV_CHUNK, decoder.pending_bytes))
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded() from None
+            raise StallTimeout("read stalled") from None
+        if not chunk:
+            raise PeerClosed(f"{decoder.peer} closed the connection "
+                             f"({decoder.buffered} bytes of a frame received)")
+        for frame in decoder.feed(chunk):
+            return frame
+
+
+def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = None,
+             io_timeout: float = 30.0, connect_timeout: float = 5.0,
+             deadline: float | None = None, max_reply: int = 1 << 31,
+             on_progress: Callable[[int, int], None] | None = None) -> Frame:
+    """Send one frame on a fresh connection and return the backend's final reply.
+
+    PROGRESS frames are handed to ``on_progress(done, total)``; if it raises,
+    the connection is closed, which tells the backend to stop. Connection
+    failures raise :class:`BackendUnavailable`; a reply that breaks the
+    protocol raises :class:`ProtocolError`; a backend that vanishes mid-reply
+    raises :class:`PeerClosed`.
+    """
+    try:
+        sock = socket.create_connection(address, timeout=_remaining(connect_timeout, deadline))
+    except DeadlineExceeded:
+        raise
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot connect to a processing backend: {exc.strerror or exc}") \
+            from None
+    with sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        decoder = FrameDecoder(max_payload=max_reply, peer="backend", secret=secret)
+        send_frame(sock, frame, secret=secret, io_timeout=io_timeout, deadline=deadline)
+        while True:
+            reply = recv_frame(sock, decoder, io_timeout=io_timeout, deadline=deadline)
+            if reply.type is FrameType.PROGRESS:
+                if on_progress is not None:
+                    on_progress(int(reply.header.get("done", 0)), int(reply.header.get("total", 0)))
+                continue
+            if reply.type not in protocol.FINAL_REPLIES:
+                raise ProtocolError(f"backend broke the protocol: unexpected {reply.type.name} frame")
+            return reply
