@@ -1,0 +1,97 @@
+"""Request parameters, parsed and validated the same way by the API and the backend."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from watercolor.errors import InvalidParameter
+from watercolor.models import get_model
+
+#: Output formats and the Pillow format names behind them; "same" keeps the input's format.
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "same": None}
+FORMAT_ALIASES = {"jpg": "jpeg"}
+MIN_SCALE = 1.0
+DEFAULT_QUALITY = 92
+RESERVED = {"scale", "model", "format", "quality", "tile_size", "id", "images"}
+
+
+@dataclass(frozen=True)
+class Params:
+    model: str
+    scale: float
+    format: str = "png"
+    quality: int = DEFAULT_QUALITY
+    options: dict[str, Any] = field(default_factory=dict)
+    tile_size: int | None = None
+
+    def to_header(self) -> dict[str, Any]:
+        header: dict[str, Any] = {"model": self.model, "scale": self.scale, "format": self.format,
+                                  "quality": self.quality}
+        if self.options:
+            header["options"] = dict(self.options)
+        if self.tile_size:
+            header["tile_size"] = self.tile_size
+        return header
+
+
+def parse_scale(value: Any, max_scale: float) -> float:
+    if isinstance(value, bool):
+        raise InvalidParameter(f"scale must be a number, not {value!r}")
+    try:
+        scale = float(value)
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"scale must be a number, not {value!r}") from None
+    if not math.isfinite(scale) or not MIN_SCALE <= scale <= max_scale:
+        raise InvalidParameter(
+            f"scale must be between {MIN_SCALE:g} and {max_scale:g}, not {value!r}")
+    return scale
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool):
+        raise InvalidParameter(f"{name} must be an integer, not {value!r}")
+    try:
+        number = int(value)
+        if isinstance(value, float) and number != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"{name} must be an integer, not {value!r}") from None
+    if not lo <= number <= hi:
+        raise InvalidParameter(f"{name} must be between {lo} and {hi}, not {number}")
+    return number
+
+
+def parse_params(raw: Mapping[str, Any], *, default_model: str, max_scale: float,
+                 options: Mapping[str, Any] | None = None) -> Params:
+    """Validate a mapping of request parameters (query string, form, JSON or wire header).
+
+    Model options come from ``options`` (a mapping) or, failing that, from any
+    key of ``raw`` that is not a reserved parameter name.
+    """
+    model_name = raw.get("model") or default_model
+    spec = get_model(model_name)
+    scale = parse_scale(raw.get("scale", spec.scales[-1] if spec.scales else 2), max_scale)
+
+    fmt = str(raw.get("format") or "png").strip().lower()
+    fmt = FORMAT_ALIASES.get(fmt, fmt)
+    if fmt not in OUTPUT_FORMATS:
+        raise InvalidParameter(
+            f"format must be one of {', '.join(OUTPUT_FORMATS)}, not {raw.get('format')!r}")
+
+    quality = DEFAULT_QUALITY
+    if raw.get("quality") not in (None, ""):
+        quality = _int("quality", raw["quality"], 1, 100)
+
+    tile_size = None
+    if raw.get("tile_size") not in (None, "", 0, "0"):
+        tile_size = _int("tile_size", raw["tile_size"], 16, 4096)
+
+    if options is None:
+        options = {k: v for k, v in raw.items() if k not in RESERVED}
+    elif not isinstance(options, Mapping):
+        raise InvalidParameter("options must be an object")
+    resolved = spec.resolve_options(dict(options))
+    return Params(spec.name, scale, fmt, quality, resolved, tile_size)
