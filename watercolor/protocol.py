@@ -142,6 +142,16 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
+    def incoming(self) -> tuple[FrameType, int] | None:
+        """Type and payload length of the frame being received, once its prefix is checked.
+
+        Lets a server decide admission (or refuse) before it buffers a large payload.
+        """
+        if self._prefix is None:
+            return None
+        return FrameType(self._prefix[0]), self._prefix[3]
+
+    @property
     def pending_bytes(self) -> int:
         """How many more bytes the frame in progress needs (at least 1 while idle)."""
         if self._prefix is None:

@@ -100,7 +100,12 @@ def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = N
     with sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         decoder = FrameDecoder(max_payload=max_reply, peer="backend", secret=secret)
-        send_frame(sock, frame, secret=secret, io_timeout=io_timeout, deadline=deadline)
+        try:
+            send_frame(sock, frame, secret=secret, io_timeout=io_timeout, deadline=deadline)
+        except (BrokenPipeError, ConnectionResetError):
+            # A backend that is full answers BUSY before reading the whole upload and
+            # closes; its reply may still be waiting in our receive buffer.
+            pass
         while True:
             reply = recv_frame(sock, decoder, io_timeout=io_timeout, deadline=deadline)
             if reply.type is FrameType.PROGRESS:

@@ -1,0 +1,5 @@
+import sys
+
+from watercolor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,167 @@
+"""The ``watercolor`` command: run the services, and talk to them from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from watercolor import __version__
+from watercolor.config import ConfigError, Settings, load_settings, parse_hostport
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"watercolor: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from watercolor.processing.process import serve
+
+    settings = _settings()
+    _setup_logging(settings)
+    return serve(settings)
+
+
+def _backend(text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    from watercolor import protocol, transport
+    from watercolor.errors import WatercolorError
+
+    settings = _settings()
+    secret = settings.shared_secret.encode() if settings.shared_secret else None
+    started = time.monotonic()
+    try:
+        reply = transport.exchange(args.backend, protocol.ping(uuid.uuid4().hex[:12]), secret=secret,
+                                   io_timeout=args.timeout, connect_timeout=args.timeout,
+                                   max_reply=1 << 16)
+    except (WatercolorError, OSError) as exc:
+        print(f"ping {args.backend[0]}:{args.backend[1]} failed: {exc}", file=sys.stderr)
+        return 1
+    ms = (time.monotonic() - started) * 1000
+    if reply.type is not protocol.FrameType.PONG:
+        code = reply.header.get("code") or reply.header.get("reason") or reply.type.name.lower()
+        print(f"ping failed: {code}: {reply.header.get('message', '')}".rstrip(": "), file=sys.stderr)
+        return 1
+    h = reply.header
+    print(f"pong from {args.backend[0]}:{args.backend[1]} in {ms:.1f} ms: version {h.get('version')}, "
+          f"{h.get('running', 0)}/{h.get('slots', '?')} slots busy, {h.get('waiting', 0)} waiting"
+          + (", draining" if h.get("draining") else ""))
+    return 0 if not h.get("draining") else 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from watercolor import errors, protocol, transport
+    from watercolor.params import parse_params
+
+    settings = _settings()
+    secret = settings.shared_secret.encode() if settings.shared_secret else None
+    options = dict(_option(o) for o in args.option)
+    raw = {"model": args.model, "scale": args.scale, "format": args.format, "quality": args.quality,
+           "tile_size": args.tile_size}
+    try:
+        params = parse_params({k: v for k, v in raw.items() if v is not None},
+                              default_model=settings.default_model, max_scale=settings.max_scale,
+                              options=options)
+        data = Path(args.image).read_bytes()
+    except errors.WatercolorError as exc:
+        print(f"error {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot read {args.image}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+    def show(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rtiles {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    frame = protocol.request(uuid.uuid4().hex[:12], data, model=params.model, scale=params.scale,
+                             fmt=params.format, quality=params.quality, options=params.options,
+                             tile_size=params.tile_size, progress=True)
+    started = time.monotonic()
+    try:
+        reply = transport.exchange(args.backend, frame, secret=secret, io_timeout=settings.io_timeout,
+                                   deadline=time.monotonic() + args.timeout, on_progress=show)
+    except errors.WatercolorError as exc:
+        print(f"\nerror {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"\nerror backend_failed: {exc}", file=sys.stderr)
+        return 1
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if reply.type is protocol.FrameType.BUSY:
+        print(f"error backend_busy: backend is busy ({reply.header.get('reason')}); try again",
+              file=sys.stderr)
+        return 1
+    if reply.type is protocol.FrameType.ERROR:
+        print(f"error {reply.header.get('code')}: {reply.header.get('message')}", file=sys.stderr)
+        return 1
+    Path(args.out).write_bytes(reply.payload)
+    h = reply.header
+    print(f"{args.out}: {h.get('width')}x{h.get('height')} {h.get('format')} "
+          f"({len(reply.payload)} bytes) with {h.get('model')} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--option wants NAME=VALUE, not {text!r}")
+    return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watercolor", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"watercolor {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("process", help="run a processing backend (raw TCP, WTC_PROCESS_PORT)")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("ping", help="check that a processing backend answers")
+    p.add_argument("backend", type=_backend, metavar="HOST:PORT")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    p.set_defaults(func=cmd_ping)
+
+    p = sub.add_parser("send", help="send one image straight to a processing backend")
+    p.add_argument("image", help="input image file")
+    p.add_argument("out", help="where to write the result")
+    p.add_argument("--backend", type=_backend, default=("127.0.0.1", 32017), metavar="HOST:PORT",
+                   help="backend address (default 127.0.0.1:32017)")
+    p.add_argument("--model", help="model name (default WTC_DEFAULT_MODEL)")
+    p.add_argument("--scale", help="scale factor, e.g. 1.5, 2, 4 (default: the model's native scale)")
+    p.add_argument("--format", help="png (default), jpeg, webp, or same")
+    p.add_argument("--quality", help="JPEG/WebP quality 1-100")
+    p.add_argument("--tile-size", dest="tile_size", help="tile edge in pixels")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="model option, e.g. denoise=1 (repeatable)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="overall seconds (default 3600)")
+    p.set_defaults(func=cmd_send)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
