@@ -1,0 +1,91 @@
+"""Reading what a client sent: the media type, a JSON body, uploaded files, parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from flask import request
+
+from watercolor.api.common.context import context
+from watercolor.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from watercolor.params import Params, parse_params
+
+#: Form and query fields that are not parameters.
+NOT_PARAMETERS = {"image"}
+
+
+def media_type() -> str:
+    """The request's media type, lower case, without parameters ("" when absent)."""
+    return (request.mimetype or "").lower()
+
+
+def is_image_body(mimetype: str) -> bool:
+    return mimetype.startswith("image/") or mimetype == "application/octet-stream"
+
+
+def params_from(raw: Mapping[str, Any], options: Any = None) -> Params:
+    """Validate request parameters; an empty or null value means "the default"."""
+    settings = context().settings
+    given = {k: v for k, v in raw.items() if v is not None and v != "" and k not in NOT_PARAMETERS}
+    return parse_params(given, default_model=settings.default_model, max_scale=settings.max_scale,
+                        options=options)
+
+
+def query_params() -> dict[str, str]:
+    """Query string parameters; a name given twice is refused rather than silently picked."""
+    return _single_values(request.args, "query parameter")
+
+
+def form_params() -> dict[str, str]:
+    return _single_values(request.form, "form field")
+
+
+def _single_values(multidict: Any, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key in multidict:
+        values = multidict.getlist(key)
+        if len(values) > 1:
+            raise BadRequest(f"{what} {key!r} is given more than once")
+        out[key] = values[0]
+    return out
+
+
+def json_body() -> dict[str, Any]:
+    """The body as a JSON object; 415 when it is declared as something else, 400 when malformed."""
+    mimetype = media_type()
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType(f"send JSON (Content-Type: application/json), not {mimetype}")
+    data = request.get_data(cache=False)
+    if not data:
+        raise BadRequest("the request body is empty; send a JSON object")
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
+
+
+def check_batch_size(count: int) -> None:
+    limit = context().settings.max_batch
+    if count > limit:
+        raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}",
+                              code="too_many_images")
+
+
+def uploaded_images() -> list[tuple[str | None, bytes]]:
+    """The ``image`` file fields of a multipart request, in order, as (filename, bytes)."""
+    others = sorted(set(request.files) - {"image"})
+    if others:
+        raise BadRequest(f"unexpected file field(s) {', '.join(others)}; send images as 'image'")
+    if "image" in request.form:
+        raise BadRequest("the 'image' field must be a file part (a filename in its "
+                         "Content-Disposition)")
+    files = request.files.getlist("image")
+    if not files:
+        raise BadRequest("no 'image' file field in the multipart body")
+    check_batch_size(len(files))
+    return [(f.filename, f.read()) for f in files]

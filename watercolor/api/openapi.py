@@ -1,0 +1,249 @@
+"""The OpenAPI 3 document served at ``/openapi.json``, built from the settings and model catalogue.
+
+It describes what the routes really do, status codes and media types
+included, because it is fuzzed against the running API: a status or content
+type missing here is a bug in one or the other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watercolor import __version__
+from watercolor.config import Settings
+from watercolor.models import MODELS
+from watercolor.params import DEFAULT_QUALITY, OUTPUT_FORMATS
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _unavailable(description: str) -> dict[str, Any]:
+    response = _error(description)
+    response["headers"] = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                           "schema": {"type": "integer", "minimum": 1}}}
+    return response
+
+
+def _image_errors() -> dict[str, Any]:
+    """Statuses an image's own error can have (a single image, or every image of a batch)."""
+    return {
+        "400": _error("Malformed request, an empty image, or invalid base64"),
+        "413": _error("Body, image or batch over the size limits"),
+        "415": _error("Unsupported Content-Type or image format"),
+        "422": _error("Invalid parameter, corrupt image, or an image over the pixel limits"),
+        "500": _error("Internal error (details only in the server's log)"),
+        "503": _unavailable("Processing backends unavailable or saturated"),
+        "504": _error("The request took longer than WTC_API_DEADLINE"),
+    }
+
+
+def _parameters(settings: Settings) -> list[dict[str, Any]]:
+    option_values = sorted({c for m in MODELS.values() for o in m.options if o.name == "denoise"
+                            for c in o.choices})
+    return [
+        {"name": "scale", "in": "query", "required": False,
+         "description": "Output scale (default: the model's largest native scale)",
+         "schema": {"type": "number", "minimum": 1, "maximum": settings.max_scale}},
+        {"name": "model", "in": "query", "required": False,
+         "description": f"Model name (default: {settings.default_model}); see GET /v1/models",
+         "schema": {"type": "string", "enum": list(MODELS)}},
+        {"name": "format", "in": "query", "required": False,
+         "description": "Output format; 'same' keeps the input's format",
+         "schema": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"], "default": "png"}},
+        {"name": "quality", "in": "query", "required": False,
+         "description": "JPEG/WebP quality",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": DEFAULT_QUALITY}},
+        {"name": "tile_size", "in": "query", "required": False,
+         "description": "Tile edge in input pixels (default: the model's own)",
+         "schema": {"type": "integer", "minimum": 16, "maximum": 4096}},
+        {"name": "denoise", "in": "query", "required": False,
+         "description": "Noise reduction level; only for the waifu2x and realcugan models",
+         "schema": {"type": "integer", "enum": option_values}},
+    ]
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    error_entry = {
+        "type": "object",
+        "required": ["index", "code", "message"],
+        "properties": {"index": {"type": "integer", "minimum": 0}, "code": {"type": "string"},
+                       "message": {"type": "string"}},
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "object", "required": ["code", "message"],
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
+                "errors": {"type": "array", "items": error_entry},
+            },
+        },
+        "BatchRequest": {
+            "type": "object",
+            "required": ["images"],
+            "description": "Model options (e.g. denoise) may also be given as top-level keys",
+            "properties": {
+                "id": {"description": "Any JSON value; echoed back"},
+                "images": {"type": "array", "maxItems": settings.max_batch,
+                           "items": {"type": "string", "format": "byte",
+                                     "description": "Base64 image (a data: URL prefix is fine)"}},
+                "scale": {"type": "number", "minimum": 1, "maximum": settings.max_scale},
+                "model": {"type": "string", "enum": list(MODELS)},
+                "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"]},
+                "quality": {"type": "integer", "minimum": 1, "maximum": 100},
+                "tile_size": {"type": "integer", "minimum": 16, "maximum": 4096},
+                "options": {"type": "object", "description": "Model options, e.g. {\"denoise\": 1}"},
+            },
+        },
+        "BatchResponse": {
+            "type": "object",
+            "required": ["id", "images"],
+            "properties": {
+                "id": {"description": "The request's id"},
+                "images": {"type": "array",
+                           "items": {"type": "string", "nullable": True,
+                                     "description": "Base64 result, or null where that image failed"}},
+                "errors": {"type": "array", "items": error_entry,
+                           "description": "Present only when some images failed"},
+            },
+        },
+        "Models": {
+            "type": "object",
+            "required": ["default", "models"],
+            "properties": {
+                "default": {"type": "string"},
+                "models": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "family", "native_scales", "best_for", "options"],
+                    "properties": {
+                        "name": {"type": "string"}, "family": {"type": "string"},
+                        "native_scales": {"type": "array", "items": {"type": "integer"}},
+                        "any_scale": {"type": "boolean"}, "best_for": {"type": "string"},
+                        "cpu_speed": {"type": "string"}, "options": {"type": "object"},
+                    }}},
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["backends"],
+            "properties": {
+                "status": {"type": "string"},
+                "backends": {"type": "array", "items": {
+                    "type": "object", "required": ["address", "ok"],
+                    "properties": {"address": {"type": "string"}, "ok": {"type": "boolean"}}}},
+            },
+        },
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    secured = bool(settings.api_keys.strip(" ,"))
+    security = [{"bearerAuth": []}, {"apiKeyHeader": []}] if secured else []
+    unauthorized = {"401": _error("A valid API key is required")} if secured else {}
+    image_body = {"type": "string", "format": "binary"}
+
+    def protected(operation: dict[str, Any]) -> dict[str, Any]:
+        if secured:
+            operation["security"] = security
+        operation["responses"].update(unauthorized)
+        return operation
+
+    paths: dict[str, Any] = {
+        "/": {
+            "get": {"summary": "Service pointer (a web page later)", "operationId": "index",
+                    "responses": {"200": {"description": "Where to go next",
+                                          "content": {JSON: {"schema": {"type": "object"}}}}}},
+            "post": protected({
+                "summary": "Upscale a JSON batch of base64 images (the original client shape)",
+                "operationId": "upscaleBatch",
+                "description": "Answers one image per input, in input order. A partly failed batch "
+                               "answers 200 with null in place of each failed image and an `errors` "
+                               "list; when every image failed, the first image's error status.",
+                "requestBody": {"required": True,
+                                "content": {JSON: {"schema": _ref("BatchRequest")}}},
+                "responses": {"200": {"description": "Enlarged images, in input order",
+                                      "content": {JSON: {"schema": _ref("BatchResponse")}}},
+                              **_image_errors()},
+            }),
+        },
+        "/v1/upscale": {
+            "post": protected({
+                "summary": "Upscale one raw image, or several multipart images",
+                "operationId": "upscale",
+                "description": "A raw body answers the image. Multipart with one `image` field answers "
+                               "the image; with several, a zip (207 when some failed: each failure "
+                               "is NAME.error.json inside). When every image failed, the first "
+                               "image's error status.",
+                "parameters": _parameters(settings),
+                "requestBody": {"required": True, "content": {
+                    "image/*": {"schema": image_body},
+                    "application/octet-stream": {"schema": image_body},
+                    "multipart/form-data": {"schema": {
+                        "type": "object", "required": ["image"],
+                        "properties": {"image": {"type": "array", "items": image_body,
+                                                 "maxItems": settings.max_batch}}}},
+                }},
+                "responses": {
+                    "200": {"description": "The enlarged image, or a zip of them",
+                            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                            "content": {"image/*": {"schema": image_body},
+                                        "application/zip": {"schema": image_body}}},
+                    "207": {"description": "A zip where some images failed (NAME.error.json entries)",
+                            "content": {"application/zip": {"schema": image_body}}},
+                    **_image_errors(),
+                },
+            }),
+        },
+        "/v1/models": {
+            "get": protected({
+                "summary": "The models, their scales and options", "operationId": "models",
+                "responses": {"200": {"description": "The model catalogue",
+                                      "content": {JSON: {"schema": _ref("Models")}}}},
+            }),
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness: the API process answers", "operationId": "healthz",
+                    "responses": {"200": {"description": "Alive", "content": {JSON: {"schema": {
+                        "type": "object", "required": ["status"],
+                        "properties": {"status": {"type": "string"}}}}}}}},
+        },
+        "/readyz": {
+            "get": {"summary": "Readiness: a processing backend answers a ping", "operationId": "readyz",
+                    "responses": {"200": {"description": "Ready",
+                                          "content": {JSON: {"schema": _ref("Readiness")}}},
+                                  "503": _unavailable("No backend answered")}},
+        },
+        "/metrics": {
+            "get": {"summary": "Prometheus metrics", "operationId": "metrics",
+                    "responses": {"200": {"description": "Prometheus text format",
+                                          "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "operationId": "openapi",
+                    "responses": {"200": {"description": "OpenAPI 3 document",
+                                          "content": {JSON: {"schema": {"type": "object"}}}}}},
+        },
+    }
+    document: dict[str, Any] = {
+        "openapi": "3.0.3",
+        "info": {"title": "Watercolor", "version": __version__,
+                 "description": "Self-hosted batch image upscaling with pretrained super-resolution "
+                                "models. Errors are JSON: {\"error\": {\"code\", \"message\"}}."},
+        "paths": paths,
+        "components": {"schemas": _schemas(settings)},
+    }
+    if secured:
+        document["components"]["securitySchemes"] = {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+    return document

@@ -1,0 +1,49 @@
+"""Describing the service: a pointer at ``/``, models, liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from watercolor import __version__
+from watercolor.api.common.context import context
+from watercolor.api.common.errors import error_response
+from watercolor.errors import BackendUnavailable
+from watercolor.models import describe_models
+
+bp = Blueprint("info", __name__)
+
+
+@bp.get("/")
+def index() -> Response:
+    # A web page will live here; until then, a pointer to the documentation.
+    return jsonify({
+        "service": "watercolor",
+        "version": __version__,
+        "docs": "/openapi.json",
+        "upscale": "POST /v1/upscale with an image body, or POST / with a JSON batch",
+    })
+
+
+@bp.get("/v1/models")
+def models() -> Response:
+    return jsonify(describe_models(context().settings.default_model))
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    backends = context().backends.ping()
+    if any(entry["ok"] for entry in backends):
+        return jsonify({"status": "ready", "backends": backends})
+    return error_response(BackendUnavailable("no processing backend answered a ping"),
+                          status="not ready", backends=backends)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    ctx = context()
+    return Response(ctx.metrics.render(), content_type=ctx.metrics.content_type)
