@@ -34,6 +34,22 @@ def cmd_process(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from watercolor.api.server import serve
+
+    settings = _settings()
+    _setup_logging(settings)
+    return serve(settings)
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from watercolor import client
+
+    request = client.Request(args.url, scale=args.scale, model=args.model, format=args.format,
+                             quality=args.quality, api_key=args.api_key, timeout=args.timeout)
+    return client.run(args.files, request, out_dir=args.out, jobs=args.jobs)
+
+
 def _backend(text: str) -> tuple[str, int]:
     try:
         return parse_hostport(text)
@@ -135,6 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("process", help="run a processing backend (raw TCP, WTC_PROCESS_PORT)")
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("api", help="run the HTTP API (gunicorn, WTC_API_PORT)")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("upscale", help="send image files to a running API and save the results")
+    p.add_argument("files", nargs="+", metavar="FILE", help="input image files")
+    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: next to each input)")
+    p.add_argument("--url", default="http://localhost:5000", help="API address (default %(default)s)")
+    p.add_argument("--model", help="model name (default: the API's WTC_DEFAULT_MODEL)")
+    p.add_argument("--scale", help="scale factor, e.g. 1.5, 2, 4 (default: the model's native scale)")
+    p.add_argument("--format", help="png (default), jpeg, webp, or same")
+    p.add_argument("--quality", help="JPEG/WebP quality 1-100")
+    p.add_argument("--api-key", dest="api_key", help="API key, when the API requires one")
+    p.add_argument("--jobs", type=int, default=3, help="files sent at once (default 3)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per file (default 3600)")
+    p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("ping", help="check that a processing backend answers")
     p.add_argument("backend", type=_backend, metavar="HOST:PORT")

@@ -1,0 +1,65 @@
+"""Serving the API in production: gunicorn, one process of ``WTC_API_WORKERS`` threads.
+
+One process because metrics (and later jobs) live in its memory: a second
+process would hold its own numbers. Threads suit the work, which is mostly
+waiting on backends (sockets release the GIL). Gunicorn's worker timeout is
+set past the request deadline so it never kills a request the API is still
+allowed to finish.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from watercolor.config import Settings
+
+log = logging.getLogger("watercolor.api")
+
+#: Seconds past WTC_API_DEADLINE before gunicorn considers a worker stuck.
+TIMEOUT_MARGIN = 30
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    host = settings.api_host
+    bind = f"[{host}]:{settings.api_port}" if ":" in host else f"{host}:{settings.api_port}"
+    return {
+        "bind": [bind],
+        "workers": 1,
+        "worker_class": "gthread",
+        "threads": settings.api_workers,
+        "timeout": int(settings.api_deadline) + TIMEOUT_MARGIN,
+        "graceful_timeout": 30,
+        "keepalive": 5,
+        "loglevel": settings.log_level.lower(),
+        "accesslog": "-",
+        "errorlog": "-",
+        "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',
+        "proc_name": "watercolor-api",
+        "limit_request_line": 8190,
+    }
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in gunicorn_options(self.settings).items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from watercolor.api.app import create_app
+
+        return create_app(self.settings)
+
+
+def serve(settings: Settings) -> int:
+    """Run the API until SIGTERM/SIGINT (gunicorn handles the signals); returns the exit status."""
+    log.info("API on %s:%d, backends %s", settings.api_host, settings.api_port,
+             ", ".join(f"{h}:{p}" for h, p in settings.backends))
+    _Gunicorn(settings).run()
+    return 0
