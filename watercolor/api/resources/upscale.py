@@ -54,8 +54,8 @@ def upscale() -> Response:
         both = sorted(set(query) & set(form))
         if both:
             raise BadRequest(f"parameter(s) {', '.join(both)} given in both the query and the form")
-        params = params_from({**query, **form})
         uploads = uploaded_images()
+        params = params_from({**query, **form})
     else:
         shown = mimetype or "no Content-Type"
         raise UnsupportedMediaType(
