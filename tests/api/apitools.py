@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import requests
 from PIL import Image
 
@@ -133,3 +134,8 @@ def settings_for(backend_list: list[Backend], **overrides: object):
 
 def metric(app, name: str, **labels: str) -> float:
     return app.extensions["watercolor"].metrics.value(name, **labels)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
