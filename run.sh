@@ -40,8 +40,13 @@ fi
 wanted="$(cat pyproject.toml)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$wanted" ]; then
   echo "==> installing watercolor into $VENV (first run: this downloads the models' packages)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install --quiet -e '.[api,process]'
+  log="$VENV/pip-install.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+         "$VENV/bin/python" -m pip install -e '.[api,process]'; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "run.sh: installing failed (whole log: $log)" >&2
+    exit 1
+  fi
   printf '%s' "$wanted" >"$STAMP"
 fi
 WATERCOLOR="$VENV/bin/watercolor"

@@ -39,6 +39,8 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "access_log_format": '%(h)s "%(r)s" %(s)s %(B)s %(M)sms',
         "proc_name": "watercolor-api",
         "limit_request_line": 8190,
+        # No runtime-control socket (gunicorn 25.1+): it would need a writable home directory.
+        "control_socket_disable": True,
     }
 
 
@@ -49,7 +51,8 @@ class _Gunicorn(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in gunicorn_options(self.settings).items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # options newer than the installed gunicorn are skipped
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from watercolor.api.app import create_app
