@@ -434,6 +434,18 @@ def test_exif_orientation_is_applied_and_not_carried(orientation, stored):
     assert out.getexif().get(0x0112) is None
 
 
+@pytest.mark.parametrize("fmt, options", [
+    ("PNG", {}), ("WEBP", {"lossless": True}), ("TIFF", {}),
+], ids=["png-exif", "webp-exif", "tiff-exif"])
+def test_exif_orientation_in_other_formats(fmt, options):
+    upright = chelsea()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = roundtrip(encode(upright.transpose(Image.Transpose.ROTATE_90), fmt, exif=exif, **options))
+    assert out.size == upright.size
+    assert np.array_equal(np.asarray(out), np.asarray(upright))
+
+
 @pytest.mark.parametrize("source, fmt", [("PNG", "PNG"), ("JPEG", "JPEG"), ("PNG", "WEBP"), ("TIFF", "PNG")])
 def test_icc_profile_is_carried(source, fmt):
     data = encode(astronaut(), source, icc_profile=SRGB_ICC)

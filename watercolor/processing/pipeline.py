@@ -30,9 +30,11 @@ steps before it left on the job and leaves its own result:
 7. ``encode`` - PNG, JPEG or WebP (``same`` keeps PNG, JPEG and WebP inputs,
    anything else becomes PNG), carrying the ICC profile.
 
-Every step drops what later steps no longer need, so at most two full-size
-copies of the image are alive at a time. An exception from ``progress`` (the
-server's way to cancel) stops the work between tiles and propagates.
+Every step drops what later steps no longer need. ``progress(done, total)``
+is called once with ``done=0`` before the first tile (so a caller learns the
+total, and may cancel, before any model work) and then after every tile of
+both passes. An exception from it (the server's way to cancel) stops the work
+between tiles and propagates unchanged.
 """
 
 from __future__ import annotations
