@@ -8,12 +8,15 @@ stalls, half-closes or sends garbage costs a bounded wait and nothing else.
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 from watercolor import protocol
 from watercolor.errors import (
     BackendUnavailable,
+    Cancelled,
     DeadlineExceeded,
     ProtocolError,
 )
@@ -28,6 +31,55 @@ class PeerClosed(ConnectionError):
 
 class StallTimeout(TimeoutError):
     """A single read or write made no progress within the I/O timeout."""
+
+
+class Cancel:
+    """A switch that aborts exchanges from another thread.
+
+    :meth:`cancel` shuts the socket of every exchange in flight that was given
+    this switch (the backend notices between tiles and stops), and any later
+    exchange with it raises :class:`Cancelled` before connecting.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._event.set()
+            sockets = list(self._sockets)
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; returns True, at once, when cancelled meanwhile."""
+        return self._event.wait(seconds)
+
+    @contextmanager
+    def watching(self, sock: socket.socket) -> Iterator[None]:
+        """Register ``sock`` for the duration; a failure after cancelling becomes :class:`Cancelled`."""
+        with self._lock:
+            if self._event.is_set():
+                raise Cancelled()
+            self._sockets.add(sock)
+        try:
+            yield
+        except (OSError, ProtocolError):
+            if self.cancelled:
+                raise Cancelled() from None
+            raise
+        finally:
+            with self._lock:
+                self._sockets.discard(sock)
 
 
 def _remaining(io_timeout: float, deadline: float | None) -> float:
@@ -81,15 +133,19 @@ def recv_frame(sock: socket.socket, decoder: FrameDecoder, *, io_timeout: float,
 def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = None,
              io_timeout: float = 30.0, connect_timeout: float = 5.0,
              deadline: float | None = None, max_reply: int = 1 << 31,
-             on_progress: Callable[[int, int], None] | None = None) -> Frame:
+             on_progress: Callable[[int, int], None] | None = None,
+             cancel: Cancel | None = None) -> Frame:
     """Send one frame on a fresh connection and return the backend's final reply.
 
     PROGRESS frames are handed to ``on_progress(done, total)``; if it raises,
     the connection is closed, which tells the backend to stop. Connection
     failures raise :class:`BackendUnavailable`; a reply that breaks the
     protocol raises :class:`ProtocolError`; a backend that vanishes mid-reply
-    raises :class:`PeerClosed`.
+    raises :class:`PeerClosed`. Flipping ``cancel`` shuts the connection and
+    raises :class:`Cancelled`.
     """
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled()
     try:
         sock = socket.create_connection(address, timeout=_remaining(connect_timeout, deadline))
     except DeadlineExceeded:
@@ -97,7 +153,7 @@ def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = N
     except OSError as exc:
         raise BackendUnavailable(f"cannot connect to a processing backend: {exc.strerror or exc}") \
             from None
-    with sock:
+    with sock, (cancel.watching(sock) if cancel is not None else nullcontext()):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         decoder = FrameDecoder(max_payload=max_reply, peer="backend", secret=secret)
         try:

@@ -27,6 +27,9 @@ An image is attempted until one of these happens:
   breaks the protocol: sent again, at most ``WTC_API_RETRIES`` times, then
   ``backend_unavailable`` (503).
 * The request's deadline (``WTC_API_DEADLINE``) passes: ``deadline_exceeded`` (504).
+* Its :class:`~watercolor.transport.Cancel` switch is flipped (a job was
+  cancelled): the connection is shut, so the backend stops between tiles, and
+  the image ends with ``cancelled``; a pause between attempts ends at once.
 
 Every input gets exactly one :class:`Outcome`, in input order.
 """
@@ -50,6 +53,7 @@ from watercolor.errors import (
     AuthenticationFailed,
     BackendBusy,
     BackendUnavailable,
+    Cancelled,
     DeadlineExceeded,
     InternalError,
     ProtocolError,
@@ -134,7 +138,8 @@ class Backends:
     # --- one image ---------------------------------------------------------------------------
 
     def upscale(self, image: bytes, params: Params, *, deadline: float, request_id: str,
-                on_progress: Callable[[int, int], None] | None = None) -> Outcome:
+                on_progress: Callable[[int, int], None] | None = None,
+                cancel: transport.Cancel | None = None) -> Outcome:
         """Send one image until it has an answer; never raises for a per-image failure."""
         frame = protocol.request(request_id, image, model=params.model, scale=params.scale,
                                  fmt=params.format, quality=params.quality, options=params.options,
@@ -146,7 +151,7 @@ class Backends:
             while True:
                 address = self.pick(avoid)
                 try:
-                    outcome = self._attempt(address, frame, deadline, on_progress)
+                    outcome = self._attempt(address, frame, deadline, on_progress, cancel)
                 except _Retry as retry:
                     if retry.reason == "busy":
                         busy_answers += 1
@@ -164,7 +169,10 @@ class Backends:
                     if time.monotonic() + pause >= deadline:
                         raise limit_error from None
                     self.metrics.retries.labels(retry.reason).inc()
-                    time.sleep(pause)
+                    if cancel is None:
+                        time.sleep(pause)
+                    elif cancel.wait(pause):
+                        raise Cancelled() from None
                     continue
                 self._count(params, outcome)
                 return outcome
@@ -176,13 +184,14 @@ class Backends:
             self.metrics.images_in_flight.dec()
 
     def _attempt(self, address: tuple[str, int], frame: protocol.Frame, deadline: float,
-                 on_progress: Callable[[int, int], None] | None) -> Outcome:
+                 on_progress: Callable[[int, int], None] | None,
+                 cancel: transport.Cancel | None = None) -> Outcome:
         label = address_label(address)
         try:
             reply = transport.exchange(address, frame, secret=self.secret, io_timeout=self.io_timeout,
                                        deadline=deadline, max_reply=self.max_reply,
-                                       on_progress=on_progress)
-        except DeadlineExceeded:
+                                       on_progress=on_progress, cancel=cancel)
+        except (DeadlineExceeded, Cancelled):
             raise
         except BackendUnavailable as exc:
             self._failed(label, "refused", exc)
