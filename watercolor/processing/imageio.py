@@ -27,9 +27,14 @@ Decisions worth knowing:
   16-bit unless their values go beyond it; float images (mode F) declare no
   range and are taken as 0..1, or as 0..255 or 0..65535 when their values go
   beyond that. Negative values and NaN become 0.
+- Grey inputs are 1-bit, L, LA, 16-bit and 32-bit grey, F, and palettes whose
+  every entry is a grey; they come out grey. Pillow reads 16-bit colour (RGB
+  PNG/TIFF) and 16-bit grey with alpha as 8-bit, so those come out 8-bit.
 - Output: PNG keeps grey (16-bit grey when the input had more than 8 bits), grey
   with alpha, RGB and RGBA. JPEG has no alpha: transparent images are composited
-  on white. WebP has no grey: grey is written as RGB.
+  on white. WebP has no grey: grey is written as RGB (and a grey ICC profile
+  is then dropped). ``same`` means the input's format for PNG, JPEG and WebP,
+  PNG for GIF, BMP and TIFF.
 """
 
 from __future__ import annotations
