@@ -73,8 +73,16 @@ class OutputTooLarge(WatercolorError):
     code, status, default_message = "output_too_large", 422, "the result would be too large"
 
 
+class Conflict(WatercolorError):
+    code, status, default_message = "conflict", 409, "not possible in the current state"
+
+
 class TooManyRequests(WatercolorError):
     code, status, default_message = "too_many_requests", 429, "too many requests"
+
+
+class TooManyJobs(TooManyRequests):
+    code, default_message = "too_many_jobs", "the job store holds as many jobs as it may"
 
 
 class BackendBusy(WatercolorError):
@@ -85,6 +93,16 @@ class BackendBusy(WatercolorError):
 class BackendUnavailable(WatercolorError):
     code, status, default_message = "backend_unavailable", 503, "no processing backend is reachable"
     retry_after = 10
+
+
+class StoreUnavailable(WatercolorError):
+    code, status, default_message = "store_unavailable", 503, "the job store cannot be used now"
+    retry_after = 30
+
+
+class StoreFull(StoreUnavailable):
+    code, default_message = "store_full", "the job store is full"
+    retry_after = 60
 
 
 class ShuttingDown(BackendBusy):
