@@ -57,7 +57,13 @@ PNG = base64.b64decode(  # a real 1x1 PNG
     ("post", "/", {"json": {"images": [], "model": "lanczos", "denoise": 1}}, 422, "invalid_parameter"),
     ("post", "/", {"json": {"images": [], "model": "waifu2x-photo", "denoise": 9}}, 422,
      "invalid_parameter"),
-    ("post", "/", {"json": {"images": ["x"] * 65}}, 413, "too_many_images"),
+    ("post", "/", {"json": {"images": ["x"] * 65}}, 422, "too_many_images"),
+    ("post", "/", {"json": {"images": [], "format": []}}, 422, "invalid_parameter"),
+    ("post", "/", {"json": {"images": [], "model": 0}}, 422, "invalid_parameter"),
+    ("post", "/", {"json": {"images": [], "tile_size": False}}, 422, "invalid_parameter"),
+    ("post", "/v1/upscale?tile_size=", {"data": PNG, "content_type": "image/png"}, 422,
+     "invalid_parameter"),
+    ("post", "/v1/upscale?model=", {"data": PNG, "content_type": "image/png"}, 422, "invalid_parameter"),
     ("post", "/v1/upscale", {"data": b"hello", "content_type": "text/plain"}, 415,
      "unsupported_media_type"),
     ("post", "/v1/upscale", {"data": b"hello"}, 415, "unsupported_media_type"),
@@ -78,7 +84,8 @@ PNG = base64.b64decode(  # a real 1x1 PNG
     ("delete", "/", {}, 405, "method_not_allowed"),
 ], ids=["malformed-json", "empty-json", "json-array", "no-images", "images-not-list", "text-plain",
         "bad-scale", "unknown-model", "bad-format", "bad-quality", "option-for-optionless-model",
-        "bad-option-value", "too-many-images", "upscale-text-plain", "upscale-no-type",
+        "bad-option-value", "too-many-images", "format-not-string", "model-zero", "tile-size-false",
+        "empty-tile-size", "empty-model", "upscale-text-plain", "upscale-no-type",
         "upscale-json", "scale-below-1", "scale-not-number", "scale-nan", "scale-twice", "empty-image",
         "multipart-without-image", "unknown-route", "wrong-method", "delete-root"])
 def test_bad_requests_get_json_errors(offline, method, path, kwargs, status, code):
@@ -101,7 +108,7 @@ def test_oversized_body_is_json_413():
     client = create_app(_settings(max_body_bytes=1000)).test_client()
     body = assert_error(client.post("/v1/upscale", data=b"\0" * 5000, content_type="image/png"),
                         413, "payload_too_large")
-    assert "too large" in body["error"]["message"]
+    assert "over the limit of 1000 bytes" in body["error"]["message"]
     assert_error(client.post("/", data=b"[" * 5000, content_type="application/json"),
                  413, "payload_too_large")
 

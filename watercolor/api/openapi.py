@@ -36,18 +36,34 @@ def _image_errors() -> dict[str, Any]:
     """Statuses an image's own error can have (a single image, or every image of a batch)."""
     return {
         "400": _error("Malformed request, an empty image, or invalid base64"),
-        "413": _error("Body, image or batch over the size limits"),
+        "413": _error("Body or an image over the byte limits"),
         "415": _error("Unsupported Content-Type or image format"),
-        "422": _error("Invalid parameter, corrupt image, or an image over the pixel limits"),
+        "422": _error("Invalid parameter, too many images, a corrupt image, or an image over the "
+                      "pixel limits"),
         "500": _error("Internal error (details only in the server's log)"),
         "503": _unavailable("Processing backends unavailable or saturated"),
         "504": _error("The request took longer than WTC_API_DEADLINE"),
     }
 
 
+def _option_schemas() -> dict[str, dict[str, Any]]:
+    """Every model option by name, with the values any model accepts for it."""
+    values: dict[str, set] = {}
+    for spec in MODELS.values():
+        for option in spec.options:
+            values.setdefault(option.name, set()).update(option.choices)
+    out: dict[str, dict[str, Any]] = {}
+    for name, choices in values.items():
+        kinds = {type(c) for c in choices}
+        kind = {int: "integer", bool: "boolean", float: "number"}.get(kinds.pop(), "string") \
+            if len(kinds) == 1 else "string"
+        users = ", ".join(m.name for m in MODELS.values() if any(o.name == name for o in m.options))
+        out[name] = {"type": kind, "enum": sorted(choices),
+                     "description": f"Only for {users}; other models refuse it (422)"}
+    return out
+
+
 def _parameters(settings: Settings) -> list[dict[str, Any]]:
-    option_values = sorted({c for m in MODELS.values() for o in m.options if o.name == "denoise"
-                            for c in o.choices})
     return [
         {"name": "scale", "in": "query", "required": False,
          "description": "Output scale (default: the model's largest native scale)",
@@ -64,9 +80,9 @@ def _parameters(settings: Settings) -> list[dict[str, Any]]:
         {"name": "tile_size", "in": "query", "required": False,
          "description": "Tile edge in input pixels (default: the model's own)",
          "schema": {"type": "integer", "minimum": 16, "maximum": 4096}},
-        {"name": "denoise", "in": "query", "required": False,
-         "description": "Noise reduction level; only for the waifu2x and realcugan models",
-         "schema": {"type": "integer", "enum": option_values}},
+        *({"name": name, "in": "query", "required": False, "description": schema["description"],
+           "schema": {k: v for k, v in schema.items() if k != "description"}}
+          for name, schema in _option_schemas().items()),
     ]
 
 
@@ -90,18 +106,25 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "BatchRequest": {
             "type": "object",
             "required": ["images"],
-            "description": "Model options (e.g. denoise) may also be given as top-level keys",
+            "additionalProperties": False,
+            "description": "Model options (e.g. denoise) go in `options` or as top-level keys; "
+                           "null means the default",
             "properties": {
                 "id": {"description": "Any JSON value; echoed back"},
                 "images": {"type": "array", "maxItems": settings.max_batch,
                            "items": {"type": "string", "format": "byte",
                                      "description": "Base64 image (a data: URL prefix is fine)"}},
-                "scale": {"type": "number", "minimum": 1, "maximum": settings.max_scale},
-                "model": {"type": "string", "enum": list(MODELS)},
-                "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg"]},
-                "quality": {"type": "integer", "minimum": 1, "maximum": 100},
-                "tile_size": {"type": "integer", "minimum": 16, "maximum": 4096},
-                "options": {"type": "object", "description": "Model options, e.g. {\"denoise\": 1}"},
+                "scale": {"type": "number", "minimum": 1, "maximum": settings.max_scale,
+                          "nullable": True},
+                "model": {"type": "string", "enum": [*MODELS, None], "nullable": True},
+                "format": {"type": "string", "enum": [*OUTPUT_FORMATS, "jpg", None], "nullable": True},
+                "quality": {"type": "integer", "minimum": 1, "maximum": 100, "nullable": True},
+                "tile_size": {"type": "integer", "minimum": 16, "maximum": 4096, "nullable": True},
+                "options": {"type": "object", "nullable": True,
+                            "description": "Model options, e.g. {\"denoise\": 1}",
+                            "additionalProperties": False, "properties": _option_schemas()},
+                **{name: {**schema, "enum": [*schema["enum"], None], "nullable": True}
+                   for name, schema in _option_schemas().items()},
             },
         },
         "BatchResponse": {

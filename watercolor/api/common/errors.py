@@ -13,7 +13,7 @@ import logging
 import math
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from watercolor.errors import WatercolorError
@@ -62,7 +62,9 @@ def _http_error(exc: HTTPException) -> Response:
     if status == 404:
         message = "no such route"
     elif status == 413:
-        message = "request body is too large"
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        message = f"the request body is over the limit of {limit} bytes" if limit else \
+            "the request body is too large"
     response = jsonify({"error": {"code": code, "message": message}})
     response.status_code = status
     if status == 405:

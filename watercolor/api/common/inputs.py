@@ -9,7 +9,7 @@ from typing import Any
 from flask import request
 
 from watercolor.api.common.context import context
-from watercolor.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from watercolor.errors import BadRequest, InvalidParameter, UnsupportedMediaType
 from watercolor.params import Params, parse_params
 
 #: Form and query fields that are not parameters.
@@ -26,11 +26,23 @@ def is_image_body(mimetype: str) -> bool:
 
 
 def params_from(raw: Mapping[str, Any], options: Any = None) -> Params:
-    """Validate request parameters; an empty or null value means "the default"."""
+    """Validate request parameters; a JSON null means "the default"."""
     settings = context().settings
-    given = {k: v for k, v in raw.items() if v is not None and v != "" and k not in NOT_PARAMETERS}
+    given = {k: v for k, v in raw.items() if v is not None and k not in NOT_PARAMETERS}
+    for key, value in given.items():
+        _strict(key, value)
     return parse_params(given, default_model=settings.default_model, max_scale=settings.max_scale,
                         options=options)
+
+
+def _strict(key: str, value: Any) -> None:
+    """What the shared parser would quietly read as "the default" is refused here, in public."""
+    if isinstance(value, str) and not value.strip():
+        raise InvalidParameter(f"{key} must not be empty")
+    if key in ("model", "format") and not isinstance(value, str):
+        raise InvalidParameter(f"{key} must be a string, not {value!r}")
+    if key == "tile_size" and (isinstance(value, bool) or value in (0, "0")):
+        raise InvalidParameter(f"tile_size must be between 16 and 4096, not {value!r}")
 
 
 def query_params() -> dict[str, str]:
@@ -72,8 +84,8 @@ def json_body() -> dict[str, Any]:
 def check_batch_size(count: int) -> None:
     limit = context().settings.max_batch
     if count > limit:
-        raise PayloadTooLarge(f"{count} images in one request; the limit is {limit}",
-                              code="too_many_images")
+        raise InvalidParameter(f"{count} images in one request; the limit is {limit}",
+                               code="too_many_images")
 
 
 def uploaded_images() -> list[tuple[str | None, bytes]]:

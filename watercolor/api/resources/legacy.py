@@ -31,6 +31,7 @@ bp = Blueprint("legacy", __name__)
 log = logging.getLogger("watercolor.api")
 
 RESERVED_KEYS = {"id", "images", "options"}
+PARAMETER_NAMES = {"scale", "model", "format", "quality", "tile_size"}
 
 
 @bp.post("/")
@@ -43,7 +44,7 @@ def upscale_batch() -> Response:
         raise BadRequest("'images' must be a list of base64 strings")
     check_batch_size(len(raw_images))
     params = params_from({k: v for k, v in body.items() if k not in RESERVED_KEYS},
-                         options=body.get("options"))
+                         options=_options(body))
 
     inputs: list[bytes | WatercolorError] = []
     for index, item in enumerate(raw_images):
@@ -56,6 +57,16 @@ def upscale_batch() -> Response:
     outcomes = ctx.backends.upscale_all(inputs, params, deadline=g.deadline,
                                         request_id=g.request_id or uuid.uuid4().hex[:12])
     return _answer(body.get("id"), outcomes)
+
+
+def _options(body: dict) -> object:
+    """Model options from the ``options`` object and top-level keys together (None: neither)."""
+    options = body.get("options")
+    if not isinstance(options, dict):
+        return options  # None lets top-level keys speak; anything else is refused as invalid
+    extra = {k: v for k, v in body.items()
+             if k not in RESERVED_KEYS and k not in PARAMETER_NAMES and v is not None}
+    return {**extra, **options}
 
 
 def _answer(request_id: object, outcomes: list[Outcome]) -> Response:
