@@ -19,9 +19,9 @@ Decisions worth knowing:
 - EXIF orientation is applied to the pixels; EXIF itself is not written out
   (its orientation, sizes and GPS position would be stale or unwanted). The ICC
   profile is carried when its colour space matches the output's (an RGB
-  profile on RGB output, a grey one on grey output); CMYK and Lab inputs are
-  converted to sRGB (through their profile when they carry one) and written
-  without a profile, which means sRGB.
+  profile on RGB output, a grey one on grey output) and is at most 1 MB;
+  CMYK and Lab inputs are converted to sRGB (through their profile when they
+  carry one) and written without a profile, which means sRGB.
 - Samples become float32 in 0..1: 8-bit by 255, 16-bit by 65535, TIFF integers
   of up to 16 bits by their declared depth, other 32-bit integers (mode I) as
   16-bit unless their values go beyond it; float images (mode F) declare no
@@ -46,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from watercolor import errors
 from watercolor.params import OUTPUT_FORMATS
@@ -73,6 +73,15 @@ PNG_COMPRESS_LEVEL = 4
 WEBP_METHOD = 4
 # JPEG keeps libjpeg's 4:2:0 and no optimize pass (2-3x the encode time for 1-2 % fewer bytes).
 
+#: Largest ICC profile carried to an output: what Pillow's own PNG reader accepts by default
+#: (real RGB and grey profiles are a few KB; bigger ones are printer profiles, converted away).
+#: Larger profiles are dropped, so every result stays readable and cheap to write (Pillow's JPEG
+#: writer spends seconds on a 20 MB profile and wraps its segment count past 255).
+MAX_CARRIED_ICC_BYTES = 1024 * 1024
+#: Most bytes one compressed PNG text or ICC chunk may inflate to, and all of them together: a
+#: profile of any size JPEG can carry (255 segments) is read from PNG too; bigger is an attack.
+MAX_PNG_METADATA_BYTES = 16 * 1024 * 1024
+
 _BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -86,9 +95,14 @@ def configure(max_input_pixels: int) -> None:
     Pillow warns above ``MAX_IMAGE_PIXELS`` and refuses above twice that while
     opening. With the same number as our cap, both only concern images that
     :func:`read_header` refuses anyway, and a raised cap is not undercut by
-    Pillow's default of about 89 megapixels.
+    Pillow's default of about 89 megapixels. PNG metadata gets the same
+    treatment: an ICC profile JPEG or WebP may carry is read from PNG too
+    (Pillow's default refuses more than 1 MB, calling the image corrupt),
+    while a chunk that inflates further is still refused.
     """
     Image.MAX_IMAGE_PIXELS = max_input_pixels
+    PngImagePlugin.MAX_TEXT_CHUNK = MAX_PNG_METADATA_BYTES
+    PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_METADATA_BYTES
 
 
 # --- header --------------------------------------------------------------------------------------
@@ -428,7 +442,10 @@ def encode(image: Image.Image, fmt: str, *, quality: int, icc: bytes | None) -> 
         options = {"quality": quality, "method": WEBP_METHOD}
     else:
         raise errors.InvalidParameter(f"Watercolor does not write {fmt}")
-    if icc and icc_colour_space(icc) == ("GRAY" if image.mode in ("L", "LA", "I;16") else "RGB"):
+    if icc and len(icc) > MAX_CARRIED_ICC_BYTES:
+        log.warning("not carrying an ICC profile of %d bytes (the limit is %d)", len(icc),
+                    MAX_CARRIED_ICC_BYTES)
+    elif icc and icc_colour_space(icc) == ("GRAY" if image.mode in ("L", "LA", "I;16") else "RGB"):
         options["icc_profile"] = icc
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
