@@ -1,0 +1,51 @@
+"""The ``watercolor upscale`` client's pieces: result names, the request URL, the progress bar."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from watercolor.client import ProgressBar, Request, output_path
+
+
+@pytest.mark.parametrize(("source", "out_dir", "scale", "mime", "expected"), [
+    ("photos/cat.jpg", None, "4", "image/png", "photos/cat_x4.png"),
+    ("cat.jpg", "big", "1.5", "image/jpeg", "big/cat_x1.5.jpg"),
+    ("a.b.webp", None, "2", "image/webp; charset=binary", "a.b_x2.webp"),
+    ("x.png", None, "2", "application/weird", "x_x2.png"),
+], ids=["next-to-input", "into-dir", "double-extension", "unknown-type"])
+def test_output_names(source, out_dir, scale, mime, expected):
+    folder = Path(out_dir) if out_dir else None
+    assert output_path(Path(source), folder, scale, mime) == Path(expected)
+
+
+def test_request_url_carries_only_given_parameters():
+    assert Request("http://h:5000/").endpoint() == "http://h:5000/v1/upscale"
+    url = Request("http://h:5000", scale="2", model="lanczos", format=None).endpoint()
+    assert url == "http://h:5000/v1/upscale?scale=2&model=lanczos"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_draws_files_done_on_a_terminal_only():
+    screen = Terminal()
+    bar = ProgressBar(4, screen)
+    bar.start()
+    bar.advance(True)
+    bar.advance(False)
+    bar.finish()
+    frames = screen.getvalue().split("\r")
+    assert frames[1].startswith("[" + "." * 30 + "] 0/4 files")
+    assert frames[-1].startswith("[" + "#" * 15 + "." * 15 + "] 2/4 files, 1 failed")
+
+    pipe = io.StringIO()
+    quiet = ProgressBar(2, pipe)
+    quiet.start()
+    quiet.advance(True)
+    quiet.finish()
+    assert pipe.getvalue() == ""
