@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from watercolor.config import load_settings
+
+#: WTC_TEST_LONG=1 runs the long versions: tests marked ``slow`` run, and suites that scale
+#: themselves (fuzzing examples, corpus size, load duration) read :func:`long_run`.
+LONG = os.environ.get("WTC_TEST_LONG", "").strip() not in ("", "0")
+
+
+def long_run() -> bool:
+    return LONG
+
+
+def pytest_collection_modifyitems(config, items):
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long version: run with WTC_TEST_LONG=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture
