@@ -11,10 +11,11 @@ from PIL import Image
 from watercolor.config import load_settings
 
 #: WTC_TEST_LONG=1 runs the long versions: tests marked ``slow`` run, and suites that scale
-#: themselves (fuzzing examples, corpus size, load duration) read :func:`long_run`.
+#: themselves (fuzzing examples, corpus size, load duration) take the ``long_run`` fixture.
 LONG = os.environ.get("WTC_TEST_LONG", "").strip() not in ("", "0")
 
 
+@pytest.fixture(scope="session")
 def long_run() -> bool:
     return LONG
 
