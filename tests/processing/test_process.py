@@ -308,3 +308,28 @@ def test_sigterm_drains_work_in_flight_and_exits_zero(photo, tmp_path):
             proc.kill()
         log = proc.stderr.read()
     assert "draining" in log and "received SIGTERM" in log
+
+
+def test_queued_request_hears_heartbeats_so_a_short_io_timeout_does_not_fire(photo):
+    live = LiveServer(slots=1, queue=1, io_timeout=1.0)
+    try:
+        slow = png_bytes(photo.resize((96, 96)))
+        replies: dict = {}
+
+        def call(name, model, scale):
+            frame = protocol.request(name, slow, model=model, scale=scale, progress=True, tile_size=48)
+            replies[name] = transport.exchange(live.address, frame, io_timeout=1.0)
+
+        first = threading.Thread(target=call, args=("first", "realesrgan-x4plus", 4))
+        first.start()
+        while live.server.admission.snapshot()["running"] == 0:
+            time.sleep(0.02)
+        second = threading.Thread(target=call, args=("second", "lanczos", 2))
+        second.start()
+        first.join(180)
+        second.join(180)
+        # Each waited far longer than the 1 s I/O timeout without the client calling it a stall.
+        assert replies["first"].type is FrameType.RESULT
+        assert replies["second"].type is FrameType.RESULT
+    finally:
+        live.stop()

@@ -61,6 +61,10 @@ EXTRA_CONNECTIONS = 32
 REQUEST_DEADLINE_FACTOR = 4
 #: Least time between two PROGRESS frames.
 PROGRESS_INTERVAL = 0.1
+#: A request that asked for progress hears from the backend at least this often (in I/O
+#: timeouts) while it waits in the queue or a long tile runs, so the client never mistakes
+#: a busy backend for a stalled one.
+HEARTBEAT_FRACTION = 1 / 3
 
 
 class Admission:
@@ -161,6 +165,9 @@ class ProcessServer:
         self.address = self.sock.getsockname()[:2]
         self.started = time.time()
         self.served = 0
+        self._reporters: set[_Reporter] = set()
+        self._reporters_lock = threading.Lock()
+        threading.Thread(target=self._heartbeat, name="wtc-heartbeat", daemon=True).start()
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -330,13 +337,19 @@ class ProcessServer:
             raise ProtocolError(f"client broke the protocol: unknown operation {header.get('op')!r}")
         params = self._params(header)
         record.model, record.scale = params.model, params.scale
-        self.admission.acquire_slot()
+        reporter = _Reporter(self, conn, record.id, bool(header.get("progress")))
+        with self._reporters_lock:
+            self._reporters.add(reporter)
         try:
-            output = self.pipeline.run(frame.payload, params,
-                                       progress=self._progress_sender(conn, record.id,
-                                                                      bool(header.get("progress"))))
+            self.admission.acquire_slot()
+            try:
+                output = self.pipeline.run(frame.payload, params, progress=reporter)
+            finally:
+                self.admission.release_slot()
         finally:
-            self.admission.release_slot()
+            with self._reporters_lock:
+                self._reporters.discard(reporter)
+            reporter.close()
         record.in_size = f"{output.input_width}x{output.input_height}"
         record.out_size = f"{output.width}x{output.height}"
         record.out_bytes = len(output.data)
@@ -355,21 +368,59 @@ class ProcessServer:
         return parse_params(fields, default_model=self.settings.default_model,
                             max_scale=self.settings.max_scale, options=options)
 
-    def _progress_sender(self, conn: socket.socket, request_id: str, wanted: bool):
-        last = [0.0]
+    def _heartbeat(self) -> None:
+        interval = self.settings.io_timeout * HEARTBEAT_FRACTION
+        while not self._stop.wait(min(1.0, interval / 2)):
+            with self._reporters_lock:
+                reporters = list(self._reporters)
+            for reporter in reporters:
+                reporter.heartbeat(interval)
 
-        def progress(done: int, total: int) -> None:
-            if _peer_gone(conn):
+
+class _Reporter:
+    """Progress of one request: PROGRESS frames between tiles, heartbeats in between.
+
+    It is the pipeline's progress callback. Every frame it sends goes under one
+    lock, shared with the heartbeat thread; it is closed before the final reply.
+    """
+
+    def __init__(self, server: ProcessServer, conn: socket.socket, request_id: str, wanted: bool):
+        self.server = server
+        self.conn = conn
+        self.request_id = request_id
+        self.wanted = wanted
+        self.done = self.total = 0
+        self.gone = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._last_sent = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.gone or _peer_gone(self.conn):
+            raise Cancelled("client went away")
+        self.done, self.total = done, total
+        if self.wanted and (done >= total or time.monotonic() - self._last_sent >= PROGRESS_INTERVAL):
+            self._send()
+            if self.gone:
                 raise Cancelled("client went away")
-            now = time.monotonic()
-            if wanted and (done >= total or now - last[0] >= PROGRESS_INTERVAL):
-                last[0] = now
-                try:
-                    self._send(conn, protocol.progress(request_id, done, total))
-                except OSError:
-                    raise Cancelled("client went away") from None
 
-        return progress
+    def heartbeat(self, interval: float) -> None:
+        if self.wanted and time.monotonic() - self._last_sent >= interval:
+            self._send()
+
+    def _send(self) -> None:
+        with self._lock:
+            if self._closed or self.gone:
+                return
+            try:
+                self.server._send(self.conn, protocol.progress(self.request_id, self.done, self.total))
+                self._last_sent = time.monotonic()
+            except OSError:
+                self.gone = True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
 
 
 def _peer_gone(conn: socket.socket) -> bool:
