@@ -49,7 +49,7 @@ def client(app):
 @pytest.fixture(scope="session")
 def api_server(backends, log_dir) -> Iterator[ApiServer]:
     server = ApiServer(log_dir, process_backends=",".join(b.label for b in backends),
-                       max_body_bytes=4 * 1024 * 1024)
+                       max_body_bytes=4 * 1024 * 1024, data_dir=log_dir / "api-data")
     yield server
     server.stop()
 

@@ -10,7 +10,7 @@ from flask import Flask, Response, g, request
 
 from watercolor.api.common.context import EXTENSION, ApiContext, context
 from watercolor.api.common.errors import register_error_handlers
-from watercolor.api.resources import docs, info, legacy, upscale
+from watercolor.api.resources import docs, info, jobs, legacy, upscale
 from watercolor.config import Settings, load_settings
 
 _REQUEST_ID = re.compile(r"^[\w.:-]{1,64}$")
@@ -22,14 +22,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("watercolor.api")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions[EXTENSION] = ApiContext.build(settings)
+    app.extensions[EXTENSION] = ctx = ApiContext.build(settings)
 
     register_error_handlers(app)
     app.before_request(_begin)
     app.after_request(_finish)
     app.teardown_request(_leave)
-    for blueprint in (info.bp, legacy.bp, upscale.bp, docs.bp):
+    for blueprint in (info.bp, legacy.bp, upscale.bp, jobs.bp, docs.bp):
         app.register_blueprint(blueprint)
+    ctx.jobs.start()  # resumes jobs an earlier API process left unfinished
     return app
 
 

@@ -155,6 +155,7 @@ def _schemas(settings: Settings) -> dict[str, Any]:
                     }}},
             },
         },
+        "Job": _job_schema(),
         "Readiness": {
             "type": "object",
             "required": ["backends"],
@@ -168,11 +169,152 @@ def _schemas(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _job_schema() -> dict[str, Any]:
+    def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+        return {**schema, "nullable": True}
+
+    problem = {"type": "object", "required": ["code", "message"],
+               "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}
+    states = ["queued", "running", "done", "failed", "cancelled"]
+    image = {
+        "type": "object",
+        "required": ["index", "name", "state", "progress", "tiles", "error", "result"],
+        "properties": {
+            "index": {"type": "integer", "minimum": 0},
+            "name": nullable({"type": "string", "description": "The upload's file name"}),
+            "state": {"type": "string", "enum": states},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "tiles": {"type": "object", "required": ["done", "total"],
+                      "description": "The backend's progress: tiles done of total",
+                      "properties": {"done": {"type": "integer", "minimum": 0},
+                                     "total": {"type": "integer", "minimum": 0}}},
+            "error": nullable(problem),
+            "result": nullable({
+                "type": "object", "required": ["url", "mime", "width", "height", "bytes"],
+                "properties": {"url": {"type": "string"}, "mime": {"type": "string"},
+                               "width": nullable({"type": "integer"}),
+                               "height": nullable({"type": "integer"}),
+                               "bytes": {"type": "integer", "minimum": 0}}}),
+        },
+    }
+    time = nullable({"type": "string", "format": "date-time"})
+    return {
+        "type": "object",
+        "required": ["id", "state", "created", "started", "finished", "expires", "params", "progress",
+                     "eta_seconds", "counts", "images", "results_zip", "error"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "state": {"type": "string", "enum": states,
+                      "description": "done: every image ended and at least one succeeded; "
+                                     "failed: none succeeded"},
+            "created": {"type": "string", "format": "date-time"},
+            "started": time, "finished": time,
+            "expires": {**time, "description": "When a finished job and its results are deleted"},
+            "params": {"type": "object"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "eta_seconds": nullable({"type": "number", "minimum": 0}),
+            "counts": {"type": "object", "required": ["images", *states],
+                       "properties": {k: {"type": "integer", "minimum": 0} for k in ["images", *states]}},
+            "images": {"type": "array", "items": image},
+            "results_zip": nullable({"type": "string", "description": "Set once finished with a result"}),
+            "error": nullable(problem),
+        },
+    }
+
+
+def _job_paths(settings: Settings, protected: Any, image_body: dict[str, Any],
+               upload: dict[str, Any]) -> dict[str, Any]:
+    job = {JSON: {"schema": _ref("Job")}}
+    job_id = {"name": "job_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}
+    index = {"name": "index", "in": "path", "required": True, "description": "Image number, from 0",
+             "schema": {"type": "integer", "minimum": 0}}
+    no_job = {"404": _error("No such job (finished jobs expire after WTC_JOB_TTL)")}
+    store_down = {"503": _unavailable("The job store is in use by another API process or unwritable")}
+    submit_errors = {k: v for k, v in _image_errors().items() if k != "504"}
+    return {
+        "/v1/jobs": {
+            "post": protected({
+                "summary": "Start a job: upscale one raw image or several multipart images, and watch",
+                "operationId": "createJob",
+                "description": "Takes what POST /v1/upscale takes and answers at once with the job. "
+                               "When every image fails the API's own checks, the first image's error "
+                               "status instead, and no job.",
+                "parameters": _parameters(settings),
+                "requestBody": upload,
+                "responses": {
+                    "202": {"description": "The job, admitted",
+                            "headers": {"Location": {"description": "The job's URL",
+                                                     "schema": {"type": "string"}}},
+                            "content": job},
+                    **submit_errors,
+                    "413": _error("Body or an image over the byte limits, or a job larger than the "
+                                  "whole store (job_too_large)"),
+                    "429": {**_error("The store keeps WTC_MAX_JOBS jobs already (too_many_jobs)"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}},
+                    "503": _unavailable("The job store is full (store_full) or unavailable"),
+                },
+            }),
+        },
+        "/v1/jobs/{job_id}": {
+            "get": protected({
+                "summary": "A job's state, progress, ETA, errors and result URLs",
+                "operationId": "getJob", "parameters": [job_id],
+                "responses": {"200": {"description": "The job", "content": job}, **no_job, **store_down},
+            }),
+            "delete": protected({
+                "summary": "Cancel an unfinished job, or delete a finished one",
+                "operationId": "deleteJob", "parameters": [job_id],
+                "responses": {"200": {"description": "Cancelled: the job as it now stands",
+                                      "content": job},
+                              "204": {"description": "The finished job and its results are deleted"},
+                              **no_job, **store_down},
+            }),
+        },
+        "/v1/jobs/{job_id}/results/{index}": {
+            "get": protected({
+                "summary": "One image's result", "operationId": "getJobResult",
+                "parameters": [job_id, index],
+                "responses": {
+                    "200": {"description": "The enlarged image",
+                            "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                            "content": {"image/*": {"schema": image_body}}},
+                    "404": _error("No such job or image"),
+                    "409": _error("Not ready yet (not_ready), or the image failed (image_failed, with "
+                                  "its error in `errors`)"),
+                    **store_down,
+                },
+            }),
+        },
+        "/v1/jobs/{job_id}/results.zip": {
+            "get": protected({
+                "summary": "Every result of a finished job in one zip (failures as NAME.error.json)",
+                "operationId": "getJobZip", "parameters": [job_id],
+                "responses": {
+                    "200": {"description": "A zip of the results",
+                            "content": {"application/zip": {"schema": image_body}}},
+                    **no_job,
+                    "409": _error("The job has not finished (not_ready) or has no result (no_results)"),
+                    **store_down,
+                },
+            }),
+        },
+    }
+
+
 def openapi_document(settings: Settings) -> dict[str, Any]:
     secured = bool(settings.api_keys.strip(" ,"))
     security = [{"bearerAuth": []}, {"apiKeyHeader": []}] if secured else []
     unauthorized = {"401": _error("A valid API key is required")} if secured else {}
     image_body = {"type": "string", "format": "binary"}
+    upload = {"required": True, "content": {
+        "image/*": {"schema": image_body},
+        "application/octet-stream": {"schema": image_body},
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["image"],
+            "properties": {"image": {"type": "array", "items": image_body,
+                                     "maxItems": settings.max_batch}}}},
+    }}
 
     def protected(operation: dict[str, Any]) -> dict[str, Any]:
         if secured:
@@ -182,9 +324,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
 
     paths: dict[str, Any] = {
         "/": {
-            "get": {"summary": "Service pointer (a web page later)", "operationId": "index",
-                    "responses": {"200": {"description": "Where to go next",
-                                          "content": {JSON: {"schema": {"type": "object"}}}}}},
+            "get": {"summary": "The web page for browsers (Accept preferring text/html); else a "
+                               "JSON pointer to the API", "operationId": "index",
+                    "responses": {"200": {"description": "The page, or where to go next",
+                                          "content": {JSON: {"schema": {"type": "object"}},
+                                                      "text/html": {"schema": {"type": "string"}}}}}},
             "post": protected({
                 "summary": "Upscale a JSON batch of base64 images (the original client shape)",
                 "operationId": "upscaleBatch",
@@ -207,14 +351,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                "is NAME.error.json inside). When every image failed, the first "
                                "image's error status.",
                 "parameters": _parameters(settings),
-                "requestBody": {"required": True, "content": {
-                    "image/*": {"schema": image_body},
-                    "application/octet-stream": {"schema": image_body},
-                    "multipart/form-data": {"schema": {
-                        "type": "object", "required": ["image"],
-                        "properties": {"image": {"type": "array", "items": image_body,
-                                                 "maxItems": settings.max_batch}}}},
-                }},
+                "requestBody": upload,
                 "responses": {
                     "200": {"description": "The enlarged image, or a zip of them",
                             "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
@@ -226,6 +363,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 },
             }),
         },
+        **_job_paths(settings, protected, image_body, upload),
         "/v1/models": {
             "get": protected({
                 "summary": "The models, their scales and options", "operationId": "models",

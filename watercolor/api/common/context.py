@@ -9,6 +9,7 @@ from flask import current_app
 from watercolor.api.common.auth import ApiKeys
 from watercolor.api.common.backends import Backends
 from watercolor.api.common.metrics import Metrics
+from watercolor.api.jobs import Jobs
 from watercolor.config import Settings
 
 EXTENSION = "watercolor"
@@ -20,11 +21,14 @@ class ApiContext:
     metrics: Metrics
     backends: Backends
     keys: ApiKeys
+    jobs: Jobs
 
     @classmethod
     def build(cls, settings: Settings) -> ApiContext:
         metrics = Metrics()
-        return cls(settings, metrics, Backends(settings, metrics), ApiKeys(settings.api_keys))
+        backends = Backends(settings, metrics)
+        return cls(settings, metrics, backends, ApiKeys(settings.api_keys),
+                   Jobs(settings, backends, metrics.registry))
 
 
 def context() -> ApiContext:

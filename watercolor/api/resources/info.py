@@ -1,4 +1,4 @@
-"""Describing the service: a pointer at ``/``, models, liveness, readiness and metrics."""
+"""Describing the service: the web page or a pointer at ``/``, models, liveness, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from flask import Blueprint, Response, jsonify
 from watercolor import __version__
 from watercolor.api.common.context import context
 from watercolor.api.common.errors import error_response
+from watercolor.api.resources import web
 from watercolor.errors import BackendUnavailable
 from watercolor.models import describe_models
 
@@ -15,13 +16,18 @@ bp = Blueprint("info", __name__)
 
 @bp.get("/")
 def index() -> Response:
-    # A web page will live here; until then, a pointer to the documentation.
-    return jsonify({
+    if web.wants_page():
+        return web.page()
+    response = jsonify({
         "service": "watercolor",
         "version": __version__,
         "docs": "/openapi.json",
         "upscale": "POST /v1/upscale with an image body, or POST / with a JSON batch",
+        "jobs": "POST /v1/jobs, then GET /v1/jobs/ID for progress and results",
+        "web": "open / in a browser",
     })
+    response.vary.add("Accept")
+    return response
 
 
 @bp.get("/v1/models")
