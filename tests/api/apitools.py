@@ -50,8 +50,8 @@ class Backend:
         self.address = ("127.0.0.1", self.port)
         self.label = f"127.0.0.1:{self.port}"
         self.log_path = log_dir / f"backend-{self.port}.log"
-        env = _env(process_host="127.0.0.1", process_port=self.port, threads=1, log_level="WARNING",
-                   grace_period=2, **settings)
+        env = _env(**{"process_host": "127.0.0.1", "process_port": self.port, "threads": 1,
+                      "log_level": "WARNING", "grace_period": 2, **settings})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "watercolor", "process"], env=env,
                                         stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
