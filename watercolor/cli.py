@@ -26,11 +26,19 @@ def _setup_logging(settings: Settings) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
+def _long_running() -> None:
+    """What a service process sets up before serving: memory that stays flat (see watercolor.memory)."""
+    from watercolor.memory import pin_mmap_threshold
+
+    pin_mmap_threshold()
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     from watercolor.processing.process import serve
 
     settings = _settings()
     _setup_logging(settings)
+    _long_running()
     return serve(settings)
 
 
@@ -39,6 +47,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = _settings()
     _setup_logging(settings)
+    _long_running()
     return serve(settings)
 
 
