@@ -71,7 +71,6 @@ MAX_DIMENSION = {"PNG": 2**31 - 1, "JPEG": 65535, "WEBP": 16383}
 #   PNG level 1 with zlib's Z_RLE strategy (thread CPU time, best of 5, per output megapixel):
 #   photos enlarged by bicubic, Lanczos, waifu2x, x4plus: 90-103 ms and 0.86-1.41 MB against
 #   level 4's 164-213 ms and 0.91-1.42 MB; RGBA, L and I;16 outputs also as small or smaller.
-#   Model output is smooth, so runs of equal filtered bytes are what deflate finds anyway.
 #: zlib level and strategy for PNG: Z_RLE at level 1 is level 4's size at about half its time.
 PNG_COMPRESS_LEVEL = 1
 PNG_COMPRESS_TYPE = zlib.Z_RLE
