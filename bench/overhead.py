@@ -29,6 +29,7 @@ import base64
 import io
 import os
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from watercolor import protocol, transport
 from watercolor.config import load_settings
 from watercolor.params import parse_params
 from watercolor.processing.engine import Engine
-from watercolor.processing.pipeline import Pipeline
+from watercolor.processing.pipeline import STEPS, Job, Pipeline
 
 MODELS = ("realesrgan-x4plus", "realesr-animevideov3")
 SCALE = 4
@@ -64,7 +65,8 @@ class Rig:
     def close(self) -> None:
         benchlib.stop_all([self.api, self.backend])
 
-    def variants(self, png: bytes, model: str) -> dict[str, object]:
+    def variants(self, png: bytes, model: str,
+                 stages: dict[str, list[float]] | None = None) -> dict[str, object]:
         rgb = benchlib.to_float(Image.open(io.BytesIO(png)))
         params = parse_params({"model": model, "scale": SCALE}, default_model=model, max_scale=8)
         url = self.api.url
@@ -73,7 +75,15 @@ class Rig:
             return self.engine.upscale(rgb, model, SCALE)
 
         def pipeline() -> bytes:
-            return self.pipeline.run(png, params).data
+            # Pipeline.run, one step at a time, so the time of every step is known.
+            job = Job(data=png, params=params, settings=self.settings, engine=self.engine, progress=None)
+            for step in STEPS:
+                started = time.perf_counter()
+                step(job)
+                if stages is not None:
+                    stages.setdefault(step.__name__, []).append(time.perf_counter() - started)
+            assert job.output is not None
+            return job.output.data
 
         def backend() -> bytes:
             frame = protocol.request(uuid.uuid4().hex[:12], png, model=model, scale=SCALE)
@@ -95,7 +105,9 @@ class Rig:
             _check(response)
             return base64.b64decode(response.json()["images"][0])
 
-        return {"raw": raw, "pipeline": pipeline, "backend": backend, "api": api, "api-json": api_json}
+        # In-process work runs on a fresh thread per call, as in the backend (see benchlib.in_thread).
+        return {"raw": benchlib.in_thread(raw), "pipeline": benchlib.in_thread(pipeline), "backend": backend,
+                "api": api, "api-json": api_json}
 
 
 def _check(response: requests.Response) -> None:
@@ -129,7 +141,7 @@ def main() -> None:
     benchlib.header("Overhead: end to end against raw inference", args)
 
     source = benchlib.photo("astronaut")
-    rows = []
+    rows, stage_rows = [], []
     with tempfile.TemporaryDirectory(prefix="wtc-bench-") as log_dir:
         rig = Rig(Path(log_dir), args.threads, args.models)
         try:
@@ -140,9 +152,15 @@ def main() -> None:
                     for fn in rig.variants(warm, model).values():  # loads, connects, allocates
                         fn()
                     results: dict[str, object] = {}
+                    stages: dict[str, list[float]] = {}
                     variants = {name: benchlib.keeping(fn, results, name)
-                                for name, fn in rig.variants(png, model).items()}
+                                for name, fn in rig.variants(png, model, stages).items()}
                     times = benchlib.interleaved(variants, args.repeats, warmup=False)
+                    step_ms = {name: benchlib.median(t) * 1000 for name, t in stages.items()}
+                    others = sum(ms for name, ms in step_ms.items() if name != "upscale")
+                    stage_rows.append([model, f"{side}x{side}",
+                                       *(f"{step_ms[step.__name__]:.1f}" for step in STEPS),
+                                       f"{others / step_ms['upscale']:.3f}"])
                     raw_med = benchlib.median(times["raw"])
                     ratios = {name: benchlib.median(times[name]) / raw_med for name in VARIANTS}
                     target = TARGETS.get(model)
@@ -162,6 +180,11 @@ def main() -> None:
     print(benchlib.table(["model", "input", "raw s", "pipeline / raw", "backend / raw", "API raw body / raw",
                           "API base64 JSON / raw", "target (API)", "met", "API vs raw, max diff (levels)"],
                          rows))
+    print()
+    print("## Where the pipeline's time goes: median ms per step (the pipeline variant above)")
+    print()
+    print(benchlib.table(["model", "input", *(s.__name__ for s in STEPS), "all but upscale / upscale"],
+                         stage_rows))
 
 
 if __name__ == "__main__":

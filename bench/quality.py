@@ -78,8 +78,9 @@ class Enlarger:
                  tile_size: int | None = None) -> np.ndarray:
         if method == "bicubic":
             return np.asarray(small.resize((small.width * scale, small.height * scale), Image.BICUBIC))
-        model = "lanczos" if method == "lanczos" else method
-        return to_levels(self.engine.upscale(benchlib.to_float(small), model, scale, tile_size=tile_size))
+        rgb = benchlib.to_float(small)
+        run = benchlib.in_thread(lambda: self.engine.upscale(rgb, method, scale, tile_size=tile_size))
+        return to_levels(run())
 
 
 def scores(enlarge: Enlarger, photos: dict[str, Image.Image], models: dict[int, tuple[str, ...]]):

@@ -53,7 +53,7 @@ def vulkan_device() -> str | None:
 
 
 def _run(engine: Engine, rgb: np.ndarray, model: str, scale: int):
-    return lambda: engine.upscale(rgb, model, scale)
+    return benchlib.in_thread(lambda: engine.upscale(rgb, model, scale))
 
 
 def main() -> None:
