@@ -55,8 +55,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     from watercolor import client
 
     request = client.Request(args.url, scale=args.scale, model=args.model, format=args.format,
-                             quality=args.quality, api_key=args.api_key, timeout=args.timeout)
-    return client.run(args.files, request, out_dir=args.out, jobs=args.jobs)
+                             quality=args.quality, api_key=args.api_key, timeout=args.timeout,
+                             tile_size=args.tile_size)
+    return client.run(args.files, request, out_dir=args.out, jobs=args.jobs, use_jobs=not args.no_jobs,
+                      poll=args.poll)
 
 
 def _backend(text: str) -> tuple[str, int]:
@@ -172,9 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", help="scale factor, e.g. 1.5, 2, 4 (default: the model's native scale)")
     p.add_argument("--format", help="png (default), jpeg, webp, or same")
     p.add_argument("--quality", help="JPEG/WebP quality 1-100")
+    p.add_argument("--tile-size", dest="tile_size", help="tile edge in pixels (smaller: finer progress)")
     p.add_argument("--api-key", dest="api_key", help="API key, when the API requires one")
-    p.add_argument("--jobs", type=int, default=3, help="files sent at once (default 3)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds per file (default 3600)")
+    p.add_argument("--no-jobs", dest="no_jobs", action="store_true",
+                   help="no job and no progress bars: one waiting request per file (the API's /v1/upscale)")
+    p.add_argument("--jobs", type=int, default=3, help="with --no-jobs: files sent at once (default 3)")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between progress updates (default 0.5)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds any one HTTP request may take (default 3600)")
     p.set_defaults(func=cmd_upscale)
 
     p = sub.add_parser("ping", help="check that a processing backend answers")

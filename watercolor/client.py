@@ -1,9 +1,11 @@
 """``watercolor upscale``: send image files to a running Watercolor API and save the results.
 
 Uses only the standard library (urllib), so the client works from a bare
-install. Each file is one ``POST /v1/upscale`` with the raw image as the body;
-a few files are in flight at once. Results are written next to their input
-(or into ``-o DIR``) as ``NAME_x4.png`` and the like.
+install. By default the files go up as jobs and live progress bars show each
+image and the whole batch (:mod:`watercolor.jobclient`); with ``--no-jobs``
+each file is one ``POST /v1/upscale`` with the raw image as the body, a few
+files in flight at once. Results are written next to their input (or into
+``-o DIR``) as ``NAME_x4.png`` and the like.
 """
 
 from __future__ import annotations
@@ -50,11 +52,13 @@ class Request:
     quality: str | None = None
     api_key: str | None = None
     timeout: float = 3600.0
+    tile_size: str | None = None
 
-    def endpoint(self) -> str:
+    def endpoint(self, path: str = "/v1/upscale") -> str:
         query = {k: v for k, v in (("scale", self.scale), ("model", self.model),
-                                   ("format", self.format), ("quality", self.quality)) if v}
-        base = self.url.rstrip("/") + "/v1/upscale"
+                                   ("format", self.format), ("quality", self.quality),
+                                   ("tile_size", self.tile_size)) if v}
+        base = self.url.rstrip("/") + path
         return f"{base}?{urllib.parse.urlencode(query)}" if query else base
 
 
@@ -153,14 +157,34 @@ def _describe_http_error(exc: urllib.error.HTTPError) -> str:
 
 
 def run(files: Sequence[str], request: Request, *, out_dir: str | None = None, jobs: int = 3,
+        use_jobs: bool = True, poll: float = 0.5,
         stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
-    """Upscale every file; print one line per file and a summary; 0 if all succeeded, else 1."""
+    """Upscale every file; print one line per file and a summary.
+
+    Returns 0 if all succeeded, 1 if any failed, 130 when interrupted (jobs
+    still running are cancelled first).
+    """
     folder = Path(out_dir) if out_dir else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     sources = [Path(f) for f in files]
-    bar = ProgressBar(len(sources), stderr)
     started = time.monotonic()
+    if use_jobs:
+        from watercolor.jobclient import run_jobs
+
+        try:
+            outcomes = run_jobs(sources, request, folder, poll=poll, stderr=stderr)
+        except KeyboardInterrupt:
+            print("interrupted: the unfinished work was cancelled", file=stderr)
+            return 130
+        return report(outcomes, time.monotonic() - started, stdout)
+    return report(_run_direct(sources, request, folder, jobs, stderr), time.monotonic() - started, stdout)
+
+
+def _run_direct(sources: list[Path], request: Request, folder: Path | None, jobs: int,
+                stderr: TextIO) -> list[Result]:
+    """One synchronous ``POST /v1/upscale`` per file, ``jobs`` at a time."""
+    bar = ProgressBar(len(sources), stderr)
     results: dict[int, Result] = {}
     bar.start()
     with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(sources)))) as pool:
@@ -170,16 +194,18 @@ def run(files: Sequence[str], request: Request, *, out_dir: str | None = None, j
             results[futures[future]] = result
             bar.advance(result.ok)
     bar.finish()
+    return [results[i] for i in range(len(sources))]
 
-    for i in range(len(sources)):
-        r = results[i]
+
+def report(results: list[Result], elapsed: float, stdout: TextIO) -> int:
+    """One line per file and a summary; 0 if every file succeeded, else 1."""
+    for r in results:
         if r.ok:
             size = f"{r.width}x{r.height}, " if r.width and r.height else ""
             print(f"ok      {r.source} -> {r.output} ({size}{r.seconds:.1f} s)", file=stdout)
         else:
             print(f"FAILED  {r.source}: {r.error}", file=stdout)
-    failed = sum(1 for r in results.values() if not r.ok)
-    elapsed = time.monotonic() - started
-    print(f"{len(sources) - failed} of {len(sources)} file(s) upscaled in {elapsed:.1f} s"
+    failed = sum(1 for r in results if not r.ok)
+    print(f"{len(results) - failed} of {len(results)} file(s) upscaled in {elapsed:.1f} s"
           + (f"; {failed} failed" if failed else ""), file=stdout)
     return 1 if failed else 0

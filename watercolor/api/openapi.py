@@ -195,6 +195,8 @@ def _job_schema() -> dict[str, Any]:
                                "width": nullable({"type": "integer"}),
                                "height": nullable({"type": "integer"}),
                                "bytes": {"type": "integer", "minimum": 0}}}),
+            "seconds": nullable({"type": "number", "minimum": 0,
+                                 "description": "How long a done image took, from its start"}),
         },
     }
     time = nullable({"type": "string", "format": "date-time"})

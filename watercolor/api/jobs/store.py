@@ -191,6 +191,8 @@ class Job:
                 "progress": round(image.fraction, 4),
                 "tiles": {"done": image.tiles_done, "total": image.tiles_total},
                 "error": image.error, "result": result,
+                "seconds": None if image.started is None or image.finished is None or image.state != DONE
+                else round(image.finished - image.started, 2),
             })
         eta = self.eta(now)
         return {

@@ -294,8 +294,11 @@
     card.progress.value = percent;
     card.progress.setAttribute("aria-valuetext", `${percent} percent, ${image.state}`);
     const tiles = image.tiles.total ? `${image.tiles.done} of ${image.tiles.total} tiles` : "";
-    card.detail.textContent = image.state === "running" ? `${percent} % ${tiles ? `· ${tiles}` : ""}` :
-      image.state === "queued" ? "waiting" : "";
+    let detail = "";
+    if (image.state === "running") detail = tiles ? `${percent} % · ${tiles}` : "sent, waiting for a backend";
+    else if (image.state === "queued") detail = "queued";
+    else if (image.seconds !== null && image.seconds !== undefined) detail = `took ${duration(image.seconds)}`;
+    card.detail.textContent = detail;
     if (image.error) {
       card.error.hidden = false;
       card.error.textContent = `${image.error.code}: ${image.error.message}`;
