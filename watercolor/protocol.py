@@ -220,7 +220,9 @@ class FrameDecoder:
         self._prefix = None
         try:
             header = json.loads(header_bytes) if header_bytes else {}
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):
+            # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is an integer of more
+            # digits than Python converts; nesting deeper than the parser recurses is a RecursionError.
             raise self._fail("header is not valid JSON") from None
         if not isinstance(header, dict):
             raise self._fail("header is not a JSON object")
