@@ -57,7 +57,7 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
         number = int(value)
         if isinstance(value, float) and number != value:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float (JSON 1e999)
         raise InvalidParameter(f"{name} must be an integer, not {value!r}") from None
     if not lo <= number <= hi:
         raise InvalidParameter(f"{name} must be between {lo} and {hi}, not {number}")
