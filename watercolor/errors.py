@@ -9,6 +9,10 @@ Every error a client may see has a stable machine-readable ``code``, an HTTP
 
 from __future__ import annotations
 
+#: Longest public message, in characters. Messages quote what a client sent ("unknown model
+#: '...'"); unbounded, a 60 KB value made a reply too large for a wire header to carry.
+MAX_MESSAGE_CHARS = 500
+
 
 class WatercolorError(Exception):
     code = "internal_error"
@@ -16,7 +20,10 @@ class WatercolorError(Exception):
     default_message = "internal error"
 
     def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
-        self.message = message or self.default_message
+        message = message or self.default_message
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 1] + "\u2026"
+        self.message = message
         if code:
             self.code = code
         super().__init__(self.message)
