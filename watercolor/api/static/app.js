@@ -49,8 +49,8 @@
     const response = await fetch(url, { headers: authHeaders() });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const disposition = response.headers.get("Content-Disposition") || "";
-    const match = /filename="([^"]+)"/.exec(disposition);
-    return { blob: await response.blob(), name: match ? match[1] : null };
+    const match = /filename\*?=(?:UTF-8'')?"?([^";]+)"?/i.exec(disposition);
+    return { blob: await response.blob(), name: match ? decodeURIComponent(match[1]) : null };
   }
 
   function say(text, isError = false) {
@@ -346,7 +346,7 @@
     const beforeUrl = state.jobPreviews[image.index];
     const compare = document.createElement("div");
     compare.className = "compare";
-    compare.style.aspectRatio = `${image.result.width} / ${image.result.height}`;
+    compare.style.setProperty("--ratio", String(image.result.width / image.result.height));
     const after = document.createElement("img");
     after.className = "after";
     after.src = afterUrl;
