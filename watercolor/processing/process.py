@@ -132,9 +132,11 @@ class _Record:
     out_bytes: int = 0
     outcome: str = ""
     code: str = ""
+    admitted: bool = False  # holds a place in the backend's slots + queue
 
     def log(self, started: float) -> None:
-        fields: dict[str, Any] = {k: v for k, v in self.__dict__.items() if v not in ("", None, 0)}
+        fields: dict[str, Any] = {k: v for k, v in self.__dict__.items()
+                                  if k != "admitted" and v not in ("", None, 0)}
         fields["ms"] = round((time.monotonic() - started) * 1000, 1)
         log.info("request %s", json.dumps(fields, sort_keys=True))
 
@@ -233,12 +235,11 @@ class ProcessServer:
     def _handle(self, conn: socket.socket, peer: tuple) -> None:
         started = time.monotonic()
         record = _Record(peer=f"{peer[0]}:{peer[1]}")
-        admitted = False
         try:
             with conn:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 try:
-                    frame, admitted = self._read_request(conn, record)
+                    frame = self._read_request(conn, record)
                     if frame is None:
                         return
                     self._dispatch(conn, frame, record)
@@ -248,6 +249,7 @@ class ProcessServer:
                 except WatercolorError as exc:
                     record.outcome, record.code = "error", exc.code
                     self._try_send(conn, protocol.error(record.id, exc.code, exc.message))
+                    _linger_close(conn)  # the client may still be sending: don't reset our reply
                 except (PeerClosed, StallTimeout, ConnectionError, TimeoutError) as exc:
                     record.outcome = "disconnected" if not isinstance(exc, TimeoutError) else "timeout"
                 except Exception:
@@ -255,7 +257,7 @@ class ProcessServer:
                     record.outcome, record.code = "error", "internal_error"
                     self._try_send(conn, protocol.error(record.id, "internal_error", "internal error"))
         finally:
-            if admitted:
+            if record.admitted:
                 self.admission.leave()
             self._connections.release()
             with self._handlers_lock:
@@ -269,13 +271,12 @@ class ProcessServer:
         except OSError:
             pass
 
-    def _read_request(self, conn: socket.socket, record: _Record) -> tuple[Frame | None, bool]:
+    def _read_request(self, conn: socket.socket, record: _Record) -> Frame | None:
         """Read one frame, admitting a REQUEST as soon as its prefix is known."""
         io_timeout = self.settings.io_timeout
         deadline = time.monotonic() + io_timeout * REQUEST_DEADLINE_FACTOR
         decoder = FrameDecoder(max_payload=self.settings.max_image_bytes, peer="client",
                                secret=self.secret)
-        admitted = False
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -284,34 +285,34 @@ class ProcessServer:
             try:
                 chunk = conn.recv(min(1 << 20, decoder.pending_bytes))
             except TimeoutError:
-                if decoder.buffered == 0 and not admitted:
+                if decoder.buffered == 0 and not record.admitted:
                     record.outcome = "idle_timeout"
                 raise StallTimeout("read stalled") from None
             if not chunk:
                 if decoder.buffered == 0 and decoder.incoming is None:
-                    return None, admitted  # connected and left: a TCP health probe
+                    return None  # connected and left: a TCP health probe
                 raise PeerClosed("client closed the connection mid-frame")
             try:
                 frames = list(decoder.feed(chunk))
             except (ProtocolError, AuthenticationFailed):
                 raise
             incoming = decoder.incoming
-            if not admitted and not frames and incoming and incoming[0] is FrameType.REQUEST:
+            if not record.admitted and not frames and incoming and incoming[0] is FrameType.REQUEST:
                 if not self.admission.try_admit():
                     self._answer_busy(conn, record)
-                    return None, False
-                admitted = True
+                    return None
+                record.admitted = True
             if frames:
                 frame = frames[0]
-                if frame.type is FrameType.REQUEST and not admitted:
+                if frame.type is FrameType.REQUEST and not record.admitted:
                     if not self.admission.try_admit():
                         self._answer_busy(conn, record)
-                        return None, False
-                    admitted = True
+                        return None
+                    record.admitted = True
                 if self.secret:
                     with self._guard_lock:
                         self.replay_guard.check(frame.header)
-                return frame, admitted
+                return frame
 
     def _answer_busy(self, conn: socket.socket, record: _Record) -> None:
         closing = self.admission.closing
