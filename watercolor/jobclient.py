@@ -4,7 +4,7 @@ The files go up as jobs (``POST /v1/jobs``, multipart), at most
 :data:`BATCH_FILES` files or :data:`BATCH_BYTES` bytes a job; each job is then
 polled (``GET /v1/jobs/ID``) and every image's result is downloaded as soon as
 it is done, so a long batch leaves finished files behind as it goes. Ctrl-C
-cancels the jobs still running (``DELETE``) before leaving. Standard library
+cancels the jobs still running (``POST /v1/jobs/ID/cancel``) before leaving. Standard library
 only (urllib), like the rest of the client.
 """
 
@@ -95,7 +95,7 @@ def run_jobs(sources: list[Path], request: Request, folder: Path | None, *, poll
         for job in watched:
             if not job.finished:
                 try:
-                    _call(request, "DELETE", job.url)
+                    _call(request, "POST", f"{job.url}/cancel")
                 except ApiError:
                     pass
         board.finish()

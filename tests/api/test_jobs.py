@@ -206,8 +206,9 @@ def test_unknown_jobs_are_404(make_app, path, status, code):
 # --- cancelling ---------------------------------------------------------------------------------
 
 
-def test_cancelling_a_running_job_stops_the_backend_and_the_queued_images_never_start(
-        make_app, long_photo, log_dir):
+@pytest.mark.parametrize("stop", ["cancel", "delete"])
+def test_stopping_a_running_job_stops_the_backend_and_the_queued_images_never_start(
+        make_app, long_photo, log_dir, tmp_path, stop):
     backend = Backend(log_dir, slots=1, queue=4, log_level="INFO")
     try:
         app = make_app([backend], api_parallel=1)
@@ -218,16 +219,21 @@ def test_cancelling_a_running_job_stops_the_backend_and_the_queued_images_never_
         job = wait_for(client, url, until=started)
         assert job["state"] == "running" and job["images"][0]["tiles"]["done"] < 256
 
-        cancelled = client.delete(url)
-        assert cancelled.status_code == 200
-        job = cancelled.get_json()
-        assert job["state"] == "cancelled" and job["counts"]["cancelled"] == 3
-        assert job["images"][1]["error"]["code"] == "cancelled" and job["results_zip"] is None
+        if stop == "cancel":
+            cancelled = client.post(f"{url}/cancel")
+            assert cancelled.status_code == 200
+            job = cancelled.get_json()
+            assert job["state"] == "cancelled" and job["counts"]["cancelled"] == 3
+            assert job["images"][1]["error"]["code"] == "cancelled" and job["results_zip"] is None
+        else:
+            assert client.delete(url).status_code == 204
+            assert client.get(url).status_code == 404
+            assert not (tmp_path / "data" / "jobs" / job["id"]).exists()
 
         # The backend notices the closed connection between two tiles and frees its slot.
         end = time.monotonic() + 60
         while _ping(backend)["running"]:
-            assert time.monotonic() < end, "the backend kept working on a cancelled job"
+            assert time.monotonic() < end, "the backend kept working on a stopped job"
             time.sleep(0.05)
         backend_requests = _requests_logged(backend)
         assert [r["outcome"] for r in backend_requests] == ["error"], backend_requests
@@ -236,12 +242,13 @@ def test_cancelling_a_running_job_stops_the_backend_and_the_queued_images_never_
         # Images 1 and 2 were still queued in the API: they never reach a backend.
         time.sleep(0.5)
         assert len(_requests_logged(backend)) == 1
-        after = client.get(url).get_json()
-        assert after["state"] == "cancelled" and after["images"][2]["state"] == "cancelled"
-        assert client.get(f"{url}/results.zip").get_json()["error"]["code"] == "no_results"
-
-        assert client.delete(url).status_code == 204  # a finished job: deleted, files and all
-        assert client.get(url).status_code == 404
+        if stop == "cancel":
+            after = client.get(url).get_json()
+            assert after["state"] == "cancelled" and after["images"][2]["state"] == "cancelled"
+            assert client.get(f"{url}/results.zip").get_json()["error"]["code"] == "no_results"
+            assert client.post(f"{url}/cancel").get_json() == after  # a finished job stays as it is
+            assert client.delete(url).status_code == 204
+            assert client.get(url).status_code == 404
     finally:
         backend.stop()
 
@@ -266,7 +273,7 @@ def test_results_are_not_there_before_they_are_ready(make_app, long_photo, backe
     early = client.get(f"{url}/results/0")
     assert early.status_code == 409 and early.get_json()["error"]["code"] == "not_ready"
     assert client.get(f"{url}/results.zip").get_json()["error"]["code"] == "not_ready"
-    assert client.delete(url).get_json()["state"] == "cancelled"
+    assert client.post(f"{url}/cancel").get_json()["state"] == "cancelled"
 
 
 # --- expiry and bounds --------------------------------------------------------------------------

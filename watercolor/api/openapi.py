@@ -265,11 +265,19 @@ def _job_paths(settings: Settings, protected: Any, image_body: dict[str, Any],
                 "responses": {"200": {"description": "The job", "content": job}, **no_job, **store_down},
             }),
             "delete": protected({
-                "summary": "Cancel an unfinished job, or delete a finished one",
+                "summary": "Delete a job and its results, stopping it first if it runs",
                 "operationId": "deleteJob", "parameters": [job_id],
-                "responses": {"200": {"description": "Cancelled: the job as it now stands",
-                                      "content": job},
-                              "204": {"description": "The finished job and its results are deleted"},
+                "responses": {"204": {"description": "Deleted; the job is gone from now on"},
+                              **no_job, **store_down},
+            }),
+        },
+        "/v1/jobs/{job_id}/cancel": {
+            "post": protected({
+                "summary": "Stop an unfinished job and keep it, with the results of images already done",
+                "operationId": "cancelJob", "parameters": [job_id],
+                "description": "The backends stop between tiles and queued images never start. A "
+                               "finished job is answered as it is.",
+                "responses": {"200": {"description": "The job as it now stands", "content": job},
                               **no_job, **store_down},
             }),
         },
@@ -309,13 +317,16 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     security = [{"bearerAuth": []}, {"apiKeyHeader": []}] if secured else []
     unauthorized = {"401": _error("A valid API key is required")} if secured else {}
     image_body = {"type": "string", "format": "binary"}
+    form_fields = {p["name"]: p["schema"] for p in _parameters(settings)}
     upload = {"required": True, "content": {
         "image/*": {"schema": image_body},
         "application/octet-stream": {"schema": image_body},
         "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "array", "items": image_body,
-                                     "maxItems": settings.max_batch}}}},
+            "type": "object", "required": ["image"], "additionalProperties": False,
+            "description": "Parameters may be form fields instead of query parameters (not both)",
+            "properties": {"image": {"type": "array", "items": image_body, "minItems": 1,
+                                     "maxItems": settings.max_batch},
+                           **form_fields}}},
     }}
 
     def protected(operation: dict[str, Any]) -> dict[str, Any]:

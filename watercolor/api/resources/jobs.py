@@ -14,9 +14,12 @@
   ready or when it failed (its error is in the body).
 * ``GET /v1/jobs/<id>/results.zip``: every result of a finished job, named
   like ``/v1/upscale``'s zip, a failure as ``NAME.error.json``; streamed.
-* ``DELETE /v1/jobs/<id>``: cancels an unfinished job (200, the job, now
-  ``cancelled``; finished images keep their results); deletes a finished one
-  and its files (204).
+* ``POST /v1/jobs/<id>/cancel``: stops an unfinished job (the backends stop
+  between tiles, queued images never start) and keeps it: 200 with the job,
+  now ``cancelled``, its finished images' results still there until it
+  expires. A finished job is answered as it is.
+* ``DELETE /v1/jobs/<id>``: stops the job the same way if it is unfinished,
+  then deletes it and its files (204); the job is gone (404) from then on.
 """
 
 from __future__ import annotations
@@ -87,12 +90,19 @@ def show(job_id: str) -> Response:
     return _job_response(context().jobs.get(job_id))
 
 
-@bp.delete("/jobs/<job_id>")
+@bp.post("/jobs/<job_id>/cancel")
 def cancel(job_id: str) -> Response:
     jobs = context().jobs
     job = jobs.get(job_id)
-    if jobs.cancel(job):
-        return _job_response(job)
+    jobs.cancel(job)
+    return _job_response(job)
+
+
+@bp.delete("/jobs/<job_id>")
+def delete(job_id: str) -> Response:
+    jobs = context().jobs
+    job = jobs.get(job_id)
+    jobs.cancel(job)
     jobs.delete(job)
     return Response(status=204)
 

@@ -245,7 +245,7 @@
     if (!state.job) return;
     $("#cancel").disabled = true;
     try {
-      const { body } = await api(`v1/jobs/${state.job.id}`, { method: "DELETE" });
+      const { body } = await api(`v1/jobs/${state.job.id}/cancel`, { method: "POST" });
       if (body) {
         state.job = body;
         render(body);
