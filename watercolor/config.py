@@ -104,7 +104,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(Authorization: Bearer KEY or X-API-Key)"),
     Setting("WTC_DEFAULT_MODEL", str, "realesrgan-x4plus", "Model used when a request names none"),
     # --- jobs ---
-    Setting("WTC_DATA_DIR", str, "", "Directory for job results (empty: a temporary directory)"),
+    Setting("WTC_DATA_DIR", str, "", "Directory for jobs and their results (empty: watercolor-UID in the "
+            "system's temporary directory, kept across API restarts)"),
     Setting("WTC_JOB_TTL", float, 3600.0, "Seconds a finished job's results are kept",
             _at_least(1)),
     Setting("WTC_MAX_JOBS", int, 100, "Most jobs kept at once", _at_least(1)),

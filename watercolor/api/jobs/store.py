@@ -420,7 +420,7 @@ class JobStore:
             for image, (_, data, _) in zip(images, uploads, strict=True):
                 if isinstance(data, bytes | bytearray):
                     write_atomic(job.folder / f"input-{image.index}", bytes(data))
-            self.save(job)
+            self.save(job, strict=True)
         except OSError as exc:
             log.error("cannot write job %s: %s", job_id, exc)
             with self.lock:
@@ -446,8 +446,15 @@ class JobStore:
                     return job
         raise NotFound("no such job (finished jobs expire after a while)", code="job_not_found")
 
-    def save(self, job: Job) -> None:
-        write_atomic(job.folder / "job.json", json.dumps(job.to_json(), indent=1).encode())
+    def save(self, job: Job, *, strict: bool = False) -> None:
+        """Write the job's state. Once a job is admitted a failure (a full disk) is logged and the
+        job goes on in memory, so no image is left running for ever; ``strict`` raises instead."""
+        try:
+            write_atomic(job.folder / "job.json", json.dumps(job.to_json(), indent=1).encode())
+        except OSError as exc:
+            if strict:
+                raise
+            log.error("cannot save job %s: %s", job.id, exc)
 
     def finish(self, job: Job, state: str) -> None:
         """End the job: its state, when it expires; its uploads are deleted, no longer needed."""
