@@ -74,8 +74,12 @@ def json_body() -> dict[str, Any]:
         raise BadRequest("the request body is empty; send a JSON object")
     try:
         body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except json.JSONDecodeError as exc:
         raise BadRequest(f"malformed JSON: {exc}") from None
+    except (ValueError, RecursionError):
+        # Not UTF-8, nested deeper than the parser recurses, or an integer of more digits
+        # than Python converts: the parser's own words would only confuse.
+        raise BadRequest("malformed JSON: not UTF-8, nested too deeply, or a number too long") from None
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object")
     return body
