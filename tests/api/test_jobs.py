@@ -230,9 +230,10 @@ def test_stopping_a_running_job_stops_the_backend_and_the_queued_images_never_st
             assert client.get(url).status_code == 404
             assert not (tmp_path / "data" / "jobs" / job["id"]).exists()
 
-        # The backend notices the closed connection between two tiles and frees its slot.
+        # The backend notices the closed connection between two tiles, frees its slot and logs
+        # the request (just after freeing the slot).
         end = time.monotonic() + 60
-        while _ping(backend)["running"]:
+        while _ping(backend)["running"] or not _requests_logged(backend):
             assert time.monotonic() < end, "the backend kept working on a stopped job"
             time.sleep(0.05)
         backend_requests = _requests_logged(backend)
