@@ -1,6 +1,7 @@
 """Fixtures for the web page: a real backend and API, and headless Chromium driven by Playwright.
 
-The browser is Debian's ``chromium`` (never a downloaded build): when it or the
+The browser is Debian's ``chromium`` (never a downloaded build; ``CHROMIUM_PATH``
+names another executable): when it or the
 ``playwright`` package is missing the browser tests are skipped with the
 reason, except under CI (``CI=true``), where that is a failure.
 """
@@ -33,7 +34,7 @@ def _missing(what: str) -> None:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    path = os.environ.get("WTC_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    path = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(path).is_file():
         _missing("no chromium executable")
     try:
