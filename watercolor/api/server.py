@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from watercolor.config import Settings
 
@@ -28,7 +29,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [bind],
         "workers": 1,
-        "worker_class": "gthread",
+        "worker_class": StoppingThreadWorker,
         "threads": settings.api_workers,
         "timeout": int(settings.api_deadline) + TIMEOUT_MARGIN,
         "graceful_timeout": 30,
@@ -42,6 +43,32 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # No runtime-control socket (gunicorn 25.1+): it would need a writable home directory.
         "control_socket_disable": True,
     }
+
+
+class StoppingThreadWorker(ThreadWorker):
+    """gthread, except that a stopping worker closes its listening sockets at once.
+
+    On SIGTERM the master closes its copies of the listening sockets and the
+    worker stops accepting, but the worker's copies kept the port listening
+    until it had finished its requests in flight (up to the graceful timeout):
+    the kernel completed new connections that nobody would accept, and reset
+    them when the worker exited. Here the worker first takes what the kernel
+    has already queued (those requests are served like the ones in flight),
+    then closes: from then on a new connection is refused at once, and a
+    client or a load balancer retries elsewhere without waiting.
+    """
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        super().set_accept_enabled(enabled)
+        if enabled or self.alive:
+            return
+        for listener in self.sockets:
+            while True:  # the listener is non-blocking: accept() takes one or returns
+                before = self.nr_conns
+                self.accept(listener)
+                if self.nr_conns == before:
+                    break
+            listener.close()
 
 
 class _Gunicorn(BaseApplication):
