@@ -202,6 +202,16 @@ class ApiService(Service):
         super().__init__("api", Path(log_dir) / f"api-{port}.log", port, values)
         self.url = f"http://127.0.0.1:{port}"
 
+    def kill(self) -> None:
+        """SIGKILL the worker and the master at once, as a container runtime kills a pod."""
+        if self.alive():
+            for worker in children(self.pid):
+                try:
+                    os.kill(worker, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        super().kill()
+
     def memory(self) -> dict[str, int]:
         """The worker's memory (it holds the app); the master's is small and constant."""
         if not self.alive():
