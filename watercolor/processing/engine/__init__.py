@@ -60,6 +60,12 @@ class Engine:
         return cls(device=settings.device, gpu_id=settings.gpu_id, threads=settings.threads,
                    tile_size=settings.tile_size)
 
+    @property
+    def loaded_networks(self) -> list[str]:
+        """Keys of the networks loaded so far (package/file stem), in load order."""
+        with self._lock:
+            return list(self._networks)
+
     # --- cheap checks -------------------------------------------------------------------
 
     def validate(self, model: str, scale: float, options: dict | None) -> None:

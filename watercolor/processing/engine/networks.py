@@ -70,13 +70,13 @@ def _waifu2x(stem: str, scale: int, *, pad: int, align: int, tile: int, cost: fl
 _CUGAN_PAD = {2: 18, 3: 14, 4: 19}
 _CUGAN_ALIGN = {2: 2, 3: 4, 4: 2}
 _CUGAN_COST = {2: 1 / 110, 3: 1 / 95, 4: 1 / 78}
-_CUGAN_TILE = {2: 256, 3: 192, 4: 192}
+_CUGAN_TILE = {2: 256, 3: 192, 4: 224}
 _CUGAN_SUFFIX = {-1: "_CONSERVATIVE", 0: "", 1: "_DENOISE1X", 2: "_DENOISE2X", 3: "_DENOISE3X"}
 _W2X_KIND = {"waifu2x-photo": "PHOTO", "waifu2x-anime": "ANIME", "waifu2x-cunet": "CUNET"}
 
-# Real-ESRGAN x4plus sees far beyond any tile; 48 px of overlap keeps the
+# Real-ESRGAN x4plus sees far beyond any tile; 32 px of overlap keeps the
 # 99.9th percentile of the tiled/whole difference within 4/255 (bench/overlap.py).
-X4PLUS_OVERLAP = 48
+X4PLUS_OVERLAP = 32
 
 
 def native_scales(spec: ModelSpec, options: dict[str, Any]) -> tuple[int, ...]:
@@ -97,14 +97,15 @@ def network_for(spec: ModelSpec, options: dict[str, Any], scale: int) -> Network
         raise InvalidParameter(f"{spec.name} has no native {scale}x network with these options")
     name = spec.name
     if name == "realesrgan-x4plus":
-        return _realesrgan("REALESRGAN_X4PLUS_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=96, cost=1 / 3.8,
+        return _realesrgan("REALESRGAN_X4PLUS_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=144, cost=1 / 3.8,
                            lean=True)
     if name == "realesrgan-x4plus-anime":
-        return _realesrgan("REALESRGAN_X4PLUSANIME_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=128,
+        return _realesrgan("REALESRGAN_X4PLUSANIME_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=144,
                            cost=1 / 12, lean=True)
     if name == "realesr-animevideov3":
         # One network behind all three files (2x and 3x scale down inside the graph): same cost.
-        return _realesrgan(f"REALESRGAN_ANIMAVIDEOV3_UP{scale}X", scale, overlap=10, tile=512,
+        # Its receptive field reaches ~17 px: 16 px of overlap leaves < 0.1/255 (bench/overlap.py).
+        return _realesrgan(f"REALESRGAN_ANIMAVIDEOV3_UP{scale}X", scale, overlap=16, tile=512,
                            cost=1 / 160)
     if spec.family == "waifu2x":
         denoise = options.get("denoise", -1)
