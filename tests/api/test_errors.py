@@ -172,9 +172,10 @@ def test_api_keys(keyed, headers, status):
 def test_api_keys_guard_uploads_but_not_probes_or_docs(keyed):
     assert_error(keyed.post("/v1/upscale", data=PNG, content_type="image/png"), 401, "unauthorized")
     assert_error(keyed.post("/", json={"images": []}), 401, "unauthorized")
-    for path in ("/healthz", "/metrics", "/openapi.json", "/"):
+    for path in ("/healthz", "/openapi.json", "/"):
         assert keyed.get(path).status_code == 200, path
     assert keyed.get("/readyz").status_code == 503  # open, and honest: no backend here
+    assert_error(keyed.get("/metrics"), 401, "unauthorized")  # backend addresses and usage: key holders
     assert_error(keyed.get("/nowhere"), 404, "not_found")
 
 

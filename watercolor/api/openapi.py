@@ -158,10 +158,11 @@ def _schemas(settings: Settings) -> dict[str, Any]:
         "Job": _job_schema(),
         "Readiness": {
             "type": "object",
-            "required": ["backends"],
+            "required": ["status"],
             "properties": {
                 "status": {"type": "string"},
-                "backends": {"type": "array", "items": {
+                "backends": {"type": "array", "description": "Each backend's answer to a ping; with "
+                             "WTC_API_KEYS set, only for a request that carries a key", "items": {
                     "type": "object", "required": ["address", "ok"],
                     "properties": {"address": {"type": "string"}, "ok": {"type": "boolean"}}}},
             },
@@ -397,9 +398,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                                   "503": _unavailable("No backend answered")}},
         },
         "/metrics": {
-            "get": {"summary": "Prometheus metrics", "operationId": "metrics",
-                    "responses": {"200": {"description": "Prometheus text format",
-                                          "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+            "get": protected({"summary": "Prometheus metrics", "operationId": "metrics", "responses": {
+                "200": {"description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}),
         },
         "/openapi.json": {
             "get": {"summary": "This document", "operationId": "openapi",

@@ -15,9 +15,10 @@ from flask import Request
 
 from watercolor.errors import Unauthorized
 
-#: Routes open without a key: probes, scraping and the documentation.
-PUBLIC_ENDPOINTS = frozenset({"info.healthz", "info.readyz", "info.metrics", "info.index",
-                              "docs.openapi", "static"})
+#: Routes open without a key: the liveness and readiness probes, the web page's static shell (it
+#: asks for a key and sends it) and the API's description. Metrics need a key: their labels name
+#: the backends' addresses, and their counts tell who uses the service how much.
+PUBLIC_ENDPOINTS = frozenset({"info.healthz", "info.readyz", "info.index", "docs.openapi", "static"})
 
 
 def _digest(key: str) -> bytes:
@@ -41,15 +42,21 @@ class ApiKeys:
             matched |= hmac.compare_digest(given, digest)
         return matched
 
+    def authorised(self, request: Request) -> bool:
+        """True when no key is required or the request carries a valid one."""
+        if not self.enabled:
+            return True
+        key = request.headers.get("X-API-Key")
+        if key is None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else None
+        return self.valid(key)
+
     def check(self, request: Request) -> None:
         """Raise :class:`Unauthorized` unless the request is public or carries a valid key."""
         if not self.enabled or request.endpoint in PUBLIC_ENDPOINTS:
             return
         if request.routing_exception is not None:
             return  # no such route or method: the 404/405 says more than a 401 would
-        key = request.headers.get("X-API-Key")
-        if key is None:
-            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-            key = token.strip() if scheme.lower() == "bearer" else None
-        if not self.valid(key):
+        if not self.authorised(request):
             raise Unauthorized()

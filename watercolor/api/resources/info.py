@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from watercolor import __version__
 from watercolor.api.common.context import context
@@ -42,11 +42,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    backends = context().backends.ping()
+    ctx = context()
+    backends = ctx.backends.ping()
+    # Open to probes; with WTC_API_KEYS set, only a key holder learns the backends' addresses.
+    detail = {"backends": backends} if ctx.keys.authorised(request) else {}
     if any(entry["ok"] for entry in backends):
-        return jsonify({"status": "ready", "backends": backends})
+        return jsonify({"status": "ready", **detail})
     return error_response(BackendUnavailable("no processing backend answered a ping"),
-                          status="not ready", backends=backends)
+                          status="not ready", **detail)
 
 
 @bp.get("/metrics")
