@@ -580,3 +580,20 @@ def _first_frame_type(data: bytes) -> FrameType | None:
     except errors.WatercolorError:
         return None
     return None
+
+
+@pytest.mark.parametrize("retry_after", [b"Infinity", b"-Infinity", b"NaN", b"1e308", b"-1", b"0", b'"soon"',
+                                         b"2.5"])
+def test_a_busy_answer_with_any_retry_after_is_a_clean_503(hostile_peer, retry_after):
+    """Numbers off the wire are range-checked before they become a Retry-After header."""
+    from watercolor.api import create_app
+
+    header = b'{"id":"x","reason":"busy","retry_after":' + retry_after + b"}"
+    hostile_peer.reply = PREFIX.pack(MAGIC, 1, int(FrameType.BUSY), 0, 0, len(header), 0) + header
+    hostile_peer.stall = False
+    settings = load_settings({}, process_backends=f"127.0.0.1:{hostile_peer.address[1]}", api_deadline=1)
+    response = create_app(settings).test_client().post("/v1/upscale?model=lanczos", data=PNG,
+                                                       content_type="image/png")
+    assert response.status_code == 503, response.data[:200]
+    assert response.get_json()["error"]["code"] == "backend_busy"
+    assert 1 <= int(response.headers["Retry-After"]) <= 3600

@@ -69,6 +69,8 @@ log = logging.getLogger("watercolor.api.backends")
 BUSY_BACKOFF = (0.1, 2.0)
 #: The same for failed attempts (refused or lost connections).
 FAILURE_BACKOFF = (0.05, 1.0)
+#: Longest "retry after" a backend's busy answer is believed (seconds).
+MAX_RETRY_AFTER = 3600
 #: Seconds a readiness ping may take.
 PING_TIMEOUT = 2.0
 #: Bytes per output pixel a reply may carry at most (16-bit RGBA, uncompressed), plus slack.
@@ -212,7 +214,9 @@ class Backends:
         if reply.type is FrameType.BUSY:
             self.metrics.busy.labels(label).inc()
             retry_after = reply.header.get("retry_after")
-            retry_after = float(retry_after) if isinstance(retry_after, int | float) else None
+            # A number off the wire: JSON allows Infinity and NaN, and Retry-After needs whole seconds.
+            if not isinstance(retry_after, int | float) or not 0 < retry_after <= MAX_RETRY_AFTER:
+                retry_after = None
             raise _Retry("busy", BackendBusy(), retry_after)
         if reply.type is FrameType.ERROR:
             code = str(reply.header.get("code") or "internal_error")
