@@ -327,3 +327,22 @@ def test_internals_helper_flags_what_it_should():
     assert internals_in("see /usr/lib/python3/dist-packages")
     assert internals_in("<watercolor.thing object at 0x7f3a2b1c0d90>")
     assert not internals_in('{"error": {"code": "corrupt_image", "message": "the image data is corrupt"}}')
+
+
+def test_frame_tags_are_compared_in_constant_time(monkeypatch):
+    """The backend checks a frame's HMAC tag with hmac.compare_digest, on equal-length digests."""
+    calls = []
+    original = hmac.compare_digest
+
+    def counting(a, b):
+        calls.append((len(a), len(b)))
+        return original(a, b)
+
+    monkeypatch.setattr(protocol.hmac, "compare_digest", counting)
+    for data in (_signed(REQUEST), _signed(REQUEST, secret=b"guess"), _signed(REQUEST)[:-32] + bytes(32)):
+        decoder = protocol.FrameDecoder(max_payload=1 << 24, peer="client", secret=SECRET.encode())
+        try:
+            list(decoder.feed(data))
+        except Exception:  # noqa: BLE001 - refusals are expected; the comparison is what is checked
+            pass
+    assert calls == [(32, 32)] * 3

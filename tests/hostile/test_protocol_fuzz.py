@@ -549,7 +549,7 @@ def test_the_api_client_survives_a_hostile_backend(hostile_peer, long_run):
     client = Backends(settings, Metrics())
     params = Params("lanczos", 2.0)
 
-    @_fuzz_settings(long_run, 80)
+    @_fuzz_settings(long_run, 50)
     @given(replies(), st.sampled_from([False, False, False, True]))
     def run(reply, stall):
         hostile_peer.reply, hostile_peer.stall = reply, stall
