@@ -50,6 +50,19 @@ def parse_scale(value: Any, max_scale: float) -> float:
     return scale
 
 
+def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The exact size of a result, the one rule the API's limits, the engine and the encoder share:
+    each side times the scale, a half rounded up (33 px at 1.5x is 50, 35 px is 53), at least 1.
+
+    Not Python's ``round()``, which rounds a half to the even neighbour (52.5 would become 52).
+    """
+    return _scaled(width, scale), _scaled(height, scale)
+
+
+def _scaled(length: int, scale: float) -> int:
+    return max(1, math.floor(length * scale + 0.5))
+
+
 def _int(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool):
         raise InvalidParameter(f"{name} must be an integer, not {value!r}")

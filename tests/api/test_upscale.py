@@ -68,6 +68,20 @@ def test_output_format_and_content_type(client, photos, fmt, mime, pil):
     assert result.format == pil and result.size == (84, 84)
 
 
+def test_output_sides_round_halves_up_alike_in_the_api_limits_and_the_result(api_settings, photos):
+    source = photos[0].crop((0, 0, 35, 21))  # at 1.5x: 52.5 x 31.5 pixels
+    data = image_bytes(source)
+    exact = create_app(api_settings.replace(max_output_pixels=53 * 32)).test_client()
+    response = exact.post("/v1/upscale?model=lanczos&scale=1.5", data=data, content_type="image/png")
+    assert response.status_code == 200, response.data[:300]
+    assert decode(response.data).size == (53, 32)
+    assert (response.headers["X-Watercolor-Width"], response.headers["X-Watercolor-Height"]) == ("53", "32")
+    short = create_app(api_settings.replace(max_output_pixels=53 * 32 - 1)).test_client()
+    refused = short.post("/v1/upscale?model=lanczos&scale=1.5", data=data, content_type="image/png")
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "output_too_large"
+    assert "53x32" in refused.get_json()["error"]["message"]
+
+
 def test_multipart_single_image_answers_the_image(client, photos):
     response = client.post("/v1/upscale", content_type="multipart/form-data", data={
         "image": (io.BytesIO(image_bytes(photos[2])), "cat.png"), "model": "lanczos", "scale": "2"})

@@ -63,11 +63,12 @@ def test_odd_sizes_give_exact_sane_output(engine, photo, model, scale, options, 
 
 
 @pytest.mark.parametrize("model,scale,size,expected", [
-    ("waifu2x-photo", 1.5, (33, 17), (50, 26)),  # round() halves to even: 49.5 -> 50, 25.5 -> 26
+    ("waifu2x-photo", 1.5, (33, 17), (50, 26)),  # halves round up: 49.5 -> 50, 25.5 -> 26
+    ("lanczos", 1.5, (35, 21), (53, 32)),  # 52.5 -> 53 and 31.5 -> 32 (not to the even 52)
     ("waifu2x-photo", 3, (21, 13), (63, 39)),  # 2x only: two passes, then down to 3x
     ("waifu2x-photo", 8, (9, 7), (72, 56)),  # three 2x passes
     ("realesr-animevideov3", 8, (9, 7), (72, 56)),  # 2x then 4x
-    ("realcugan", 2.5, (13, 9), (32, 22)),  # one 3x pass, then down
+    ("realcugan", 2.5, (13, 9), (33, 23)),  # one 3x pass, then down (32.5 -> 33, 22.5 -> 23)
     ("waifu2x-cunet", 1, (13, 9), (13, 9)),  # the 1x denoise network
     ("realesrgan-x4plus", 1.25, (5, 3), (6, 4)),
     ("lanczos", 7.3, (11, 6), (80, 44)),

@@ -206,7 +206,8 @@ def test_truncated_or_corrupt_pixels_are_refused(data):
 @pytest.mark.parametrize("size, scale, fmt, cap, expected", [
     ((1, 1), 1.0, "PNG", 10**6, (1, 1)),
     ((2, 2), 4.0, "PNG", 10**6, (8, 8)),
-    ((33, 17), 1.5, "PNG", 10**6, (50, 26)),  # 49.5 and 25.5 round to even
+    ((33, 17), 1.5, "PNG", 10**6, (50, 26)),  # 49.5 and 25.5 round up
+    ((35, 21), 1.5, "PNG", 10**6, (53, 32)),  # 52.5 and 31.5 round up too (round() would give 52)
     ((1, 40), 3.0, "PNG", 10**6, (3, 120)),
     ((100, 100), 4.0, "PNG", 160_000, (400, 400)),
     ((100, 100), 4.0, "PNG", 159_999, errors.OutputTooLarge),
@@ -214,7 +215,7 @@ def test_truncated_or_corrupt_pixels_are_refused(data):
     ((10, 2047), 8.0, "WEBP", 10**9, (80, 16376)),
     ((8192, 1), 8.0, "JPEG", 10**9, errors.OutputTooLarge),  # 65536 wide
     ((8192, 1), 8.0, "PNG", 10**9, (65536, 8)),
-], ids=["1x1", "2x2-x4", "33x17-x1.5", "1x40-x3", "at-pixel-cap", "over-pixel-cap",
+], ids=["1x1", "2x2-x4", "33x17-x1.5", "35x21-x1.5", "1x40-x3", "at-pixel-cap", "over-pixel-cap",
         "webp-16384", "webp-16376", "jpeg-65536", "png-65536"])
 def test_output_size_and_caps(size, scale, fmt, cap, expected):
     if isinstance(expected, type):

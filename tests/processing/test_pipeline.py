@@ -28,7 +28,7 @@ from test_imageio import (
 
 from watercolor import errors
 from watercolor.config import load_settings
-from watercolor.params import Params
+from watercolor.params import Params, output_size
 from watercolor.processing import pipeline as pipeline_module
 from watercolor.processing.engine import Engine
 from watercolor.processing.pipeline import Output, Pipeline
@@ -250,7 +250,7 @@ SIZES = [(1, 1), (2, 2), (33, 17), (1, 40)]
 def test_tiny_and_odd_sizes_come_out_exact(pipeline, model, scale, size):
     image = astronaut().resize(size, Image.Resampling.BOX)
     output = pipeline.run(encode(image, "PNG"), Params(model, scale))
-    expected = tuple(max(1, round(n * scale)) for n in size)
+    expected = output_size(*size, scale)
     assert (output.width, output.height) == expected
     assert opened(output).size == expected
 

@@ -15,6 +15,7 @@ from PIL import Image
 from watercolor import protocol, transport
 from watercolor.config import load_settings
 from watercolor.errors import BackendUnavailable
+from watercolor.params import output_size
 from watercolor.processing.process import ProcessServer
 from watercolor.protocol import FrameType
 
@@ -192,7 +193,7 @@ def test_tiny_and_odd_images_get_exact_sizes(server, photo, model, scale, size):
     reply = server.call(png_bytes(photo.resize(size)), model=model, scale=scale)
     assert reply.type is FrameType.RESULT, reply.header
     out = Image.open(io.BytesIO(reply.payload))
-    assert out.size == (round(size[0] * scale), round(size[1] * scale))
+    assert out.size == output_size(*size, scale)
     assert (reply.header["width"], reply.header["height"]) == out.size
 
 

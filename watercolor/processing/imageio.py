@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from watercolor import errors
+from watercolor import errors, params
 from watercolor.params import OUTPUT_FORMATS
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,8 @@ def output_format(requested: str, input_format: str) -> str:
 
 
 def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """Exact result size: round(width*scale) x round(height*scale), as the engine makes it."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
+    """Exact result size (width, height), by the rule in :func:`watercolor.params.output_size`."""
+    return params.output_size(width, height, scale)
 
 
 def check_output(width: int, height: int, scale: float, fmt: str, *, max_pixels: int) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from watercolor.errors import (
     PayloadTooLarge,
     WatercolorError,
 )
-from watercolor.params import Params
+from watercolor.params import Params, output_size
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -80,7 +80,7 @@ def check_image(data: bytes, params: Params, settings: Settings) -> None:
     if width * height > settings.max_input_pixels:
         raise ImageTooLarge(f"the image is {width}x{height} pixels; the limit is "
                             f"{settings.max_input_pixels} pixels")
-    out_w, out_h = round(width * params.scale), round(height * params.scale)
+    out_w, out_h = output_size(width, height, params.scale)
     if out_w * out_h > settings.max_output_pixels:
         raise OutputTooLarge(f"the result would be {out_w}x{out_h} pixels; the limit is "
                              f"{settings.max_output_pixels} pixels")

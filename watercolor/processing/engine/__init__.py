@@ -5,7 +5,7 @@ image in 0..1 and
 
 1. resolves the model's options and plans native passes (:mod:`.plan`): the
    fewest, cheapest chain of the model's native scales that reaches
-   ``round(H·scale) × round(W·scale)``;
+   ``H·scale × W·scale``, halves rounded up (:func:`watercolor.params.output_size`);
 2. runs each pass tiled (:mod:`.tiling`) on the network that pass needs
    (:mod:`.networks` says which file and how to feed it; :mod:`.network`
    loads it once per process and runs it);
@@ -97,7 +97,7 @@ class Engine:
 
     def upscale(self, rgb: np.ndarray, model: str, scale: float, *, options: dict | None = None,
                 tile_size: int | None = None, progress: Progress | None = None) -> np.ndarray:
-        """Enlarge a float32 H×W×3 image in 0..1 to round(H·scale) × round(W·scale) × 3, in 0..1."""
+        """Enlarge a float32 H×W×3 image in 0..1 to :func:`output_size` × 3, in 0..1."""
         spec, opts = self._resolve(model, scale, options)
         image = _as_rgb(rgb)
         out_h, out_w = output_size(image.shape[0], image.shape[1], scale)

@@ -2,10 +2,10 @@
 
 A request for ``scale`` becomes a short chain of native network passes whose
 product reaches the exact target size, then one high-quality resample down to
-``round(h·scale) × round(w·scale)``. Among chains that reach the target we take
-the fewest passes, then the cheapest (later passes run on larger images, so
-the order matters: 2 then 4 costs far less than 4 then 2), then the smallest
-overshoot.
+``h·scale × w·scale`` (halves rounded up: :func:`watercolor.params.output_size`).
+Among chains that reach the target we take the fewest passes, then the cheapest
+(later passes run on larger images, so the order matters: 2 then 4 costs far
+less than 4 then 2), then the smallest overshoot.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 
+from watercolor import params
+
 MAX_PASSES = 5
 
 
 def output_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """The exact output size every part of Watercolor agrees on."""
-    return max(1, round(height * scale)), max(1, round(width * scale))
+    """The exact output size (height, width) every part of Watercolor agrees on
+    (:func:`watercolor.params.output_size`)."""
+    out_w, out_h = params.output_size(width, height, scale)
+    return out_h, out_w
 
 
 def plan_passes(height: int, width: int, scale: float, natives: Sequence[int],
