@@ -87,3 +87,15 @@ def test_metrics_are_prometheus_text_per_app(offline_app):
     # a second app has numbers of its own
     other = create_app(load_settings({})).test_client().get("/metrics").get_data(as_text=True)
     assert 'route="/healthz"' not in other
+
+
+def test_metrics_count_a_wrong_method_under_the_route_whose_path_matched(offline_app):
+    client = offline_app.test_client()
+    assert client.get("/v1/upscale").status_code == 405
+    assert client.delete("/v1/upscale").status_code == 405
+    assert client.get("/v1/jobs/0123/cancel").status_code == 405
+    assert client.get("/no/such/page").status_code == 404
+    text = client.get("/metrics").get_data(as_text=True)
+    for method, route, status in [("GET", "/v1/upscale", 405), ("DELETE", "/v1/upscale", 405),
+                                  ("GET", "/v1/jobs/<job_id>/cancel", 405), ("GET", "unmatched", 404)]:
+        assert f'wtc_api_requests_total{{method="{method}",route="{route}",status="{status}"}} 1.0' in text

@@ -6,7 +6,8 @@ import re
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from watercolor.api.common.context import EXTENSION, ApiContext, context
 from watercolor.api.common.errors import register_error_handlers
@@ -35,7 +36,19 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _route() -> str:
-    return request.url_rule.rule if request.url_rule is not None else "unmatched"
+    """The URL rule a request is counted under: its own, or for a wrong method (405) the rule whose
+    path matched; "unmatched" only for paths no rule has."""
+    if request.url_rule is not None:
+        return request.url_rule.rule
+    refused = request.routing_exception
+    if isinstance(refused, MethodNotAllowed) and refused.valid_methods:
+        try:
+            rule, _ = current_app.url_map.bind_to_environ(request.environ).match(
+                method=refused.valid_methods[0], return_rule=True)
+        except HTTPException:
+            return "unmatched"
+        return rule.rule
+    return "unmatched"
 
 
 def _begin() -> None:
