@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from watercolor import __version__
@@ -33,22 +34,30 @@ def _long_running() -> None:
     pin_mmap_threshold()
 
 
-def cmd_process(args: argparse.Namespace) -> int:
-    from watercolor.processing.process import serve
+def _serve(serve: Callable[[Settings], int]) -> int:
+    """Run a service; an address it cannot listen on is one line on stderr and status 1."""
+    from watercolor.listen import CannotListen
 
     settings = _settings()
     _setup_logging(settings)
     _long_running()
-    return serve(settings)
+    try:
+        return serve(settings)
+    except CannotListen as exc:
+        print(f"watercolor: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from watercolor.processing.process import serve
+
+    return _serve(serve)
 
 
 def cmd_api(args: argparse.Namespace) -> int:
     from watercolor.api.server import serve
 
-    settings = _settings()
-    _setup_logging(settings)
-    _long_running()
-    return serve(settings)
+    return _serve(serve)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:

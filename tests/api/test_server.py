@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import socket
 import subprocess
 import sys
 
@@ -109,3 +110,25 @@ def test_bad_settings_stop_the_api_at_start_up_with_a_clear_message(name, value)
     assert done.returncode == 2
     assert name in done.stderr and value in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("command", "setting"), [("process", "WTC_PROCESS_PORT"), ("api", "WTC_API_PORT")])
+def test_a_port_in_use_is_one_clear_line_and_status_1(command, setting):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WTC_")}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        env.update(WTC_PROCESS_HOST="127.0.0.1", WTC_PROCESS_PORT=str(port), WTC_API_HOST="127.0.0.1",
+                   WTC_API_PORT=str(port), WTC_LOG_LEVEL="WARNING")
+        done = _watercolor(command, env=env, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == \
+        f"watercolor: cannot listen on 127.0.0.1:{port}: address already in use (set {setting})"
+
+
+def test_an_address_not_of_this_machine_names_the_host_setting():
+    from watercolor.listen import CannotListen, listen
+
+    with pytest.raises(CannotListen) as info:
+        listen("192.0.2.1", 0, host_setting="WTC_API_HOST", port_setting="WTC_API_PORT")  # TEST-NET-1
+    assert str(info.value) == \
+        "cannot listen on 192.0.2.1:0: cannot assign requested address (set WTC_API_HOST)"

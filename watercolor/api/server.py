@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
 from watercolor.config import Settings
+from watercolor.listen import check_free
 
 log = logging.getLogger("watercolor.api")
 
@@ -88,7 +89,12 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(settings: Settings) -> int:
-    """Run the API until SIGTERM/SIGINT (gunicorn handles the signals); returns the exit status."""
+    """Run the API until SIGTERM/SIGINT (gunicorn handles the signals); returns the exit status.
+
+    Raises :class:`~watercolor.listen.CannotListen` when the address is taken: checked here first,
+    as gunicorn would retry for five seconds and then exit with lines of its own.
+    """
+    check_free(settings.api_host, settings.api_port, host_setting="WTC_API_HOST", port_setting="WTC_API_PORT")
     log.info("API on %s:%d, backends %s", settings.api_host, settings.api_port,
              ", ".join(f"{h}:{p}" for h, p in settings.backends))
     _Gunicorn(settings).run()

@@ -49,6 +49,7 @@ from watercolor.errors import (
     ShuttingDown,
     WatercolorError,
 )
+from watercolor.listen import listen
 from watercolor.params import Params, parse_params
 from watercolor.protocol import Frame, FrameDecoder, FrameType, ReplayGuard
 from watercolor.transport import PeerClosed, StallTimeout, send_frame
@@ -162,8 +163,8 @@ class ProcessServer:
         self._handlers: set[threading.Thread] = set()
         self._handlers_lock = threading.Lock()
         self._stop = threading.Event()
-        self.sock = socket.create_server((settings.process_host, settings.process_port),
-                                         backlog=256, reuse_port=False)
+        self.sock = listen(settings.process_host, settings.process_port, host_setting="WTC_PROCESS_HOST",
+                           port_setting="WTC_PROCESS_PORT")
         self.address = self.sock.getsockname()[:2]
         self.started = time.time()
         self.served = 0
