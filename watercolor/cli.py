@@ -164,8 +164,12 @@ def _option(text: str) -> tuple[str, str]:
     return key, value
 
 
+DESCRIPTION = ("Watercolor, a self-hosted image-upscaling service: run its HTTP API and processing "
+               "backends, and send them images from a terminal.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="watercolor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="watercolor", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"watercolor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from watercolor.cli import build_parser
 from watercolor.client import ProgressBar, Request, output_path
 
 
@@ -25,6 +26,11 @@ def test_request_url_carries_only_given_parameters():
     assert Request("http://h:5000/").endpoint() == "http://h:5000/v1/upscale"
     url = Request("http://h:5000", scale="2", model="lanczos", format=None).endpoint()
     assert url == "http://h:5000/v1/upscale?scale=2&model=lanczos"
+
+
+def test_help_is_plain_text():
+    text = build_parser().format_help()
+    assert "``" not in text and "image-upscaling service" in text
 
 
 class Terminal(io.StringIO):
