@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from watercolor import __version__
-from watercolor.config import ConfigError, Settings, load_settings, parse_hostport
+from watercolor.config import ConfigError, Settings, load_setting, load_settings, parse_hostport
 
 
 def _settings() -> Settings:
@@ -60,12 +60,22 @@ def cmd_api(args: argparse.Namespace) -> int:
     return _serve(serve)
 
 
+def _api_url() -> str:
+    """``http://localhost:$WTC_API_PORT``: the API this machine runs unless told otherwise."""
+    try:
+        port = load_setting("WTC_API_PORT")
+    except ConfigError as exc:
+        print(f"watercolor: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return f"http://localhost:{port}"
+
+
 def cmd_upscale(args: argparse.Namespace) -> int:
     from watercolor import client
 
-    request = client.Request(args.url, scale=args.scale, model=args.model, format=args.format,
-                             quality=args.quality, api_key=args.api_key, timeout=args.timeout,
-                             tile_size=args.tile_size)
+    request = client.Request(args.url or _api_url(), scale=args.scale, model=args.model,
+                             format=args.format, quality=args.quality, api_key=args.api_key,
+                             timeout=args.timeout, tile_size=args.tile_size, options=tuple(args.option))
     return client.run(args.files, request, out_dir=args.out, jobs=args.jobs, use_jobs=not args.no_jobs,
                       poll=args.poll)
 
@@ -109,7 +119,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     settings = _settings()
     secret = settings.shared_secret.encode() if settings.shared_secret else None
-    options = dict(_option(o) for o in args.option)
+    options = dict(args.option)
     raw = {"model": args.model, "scale": args.scale, "format": args.format, "quality": args.quality,
            "tile_size": args.tile_size}
     try:
@@ -158,12 +168,20 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def _option(text: str) -> tuple[str, str]:
+    from watercolor.params import RESERVED
+
     key, sep, value = text.partition("=")
+    key = key.strip()
     if not sep or not key:
-        raise SystemExit(f"--option wants NAME=VALUE, not {text!r}")
+        raise argparse.ArgumentTypeError(f"wants NAME=VALUE, not {text!r}")
+    if key in RESERVED:
+        raise argparse.ArgumentTypeError(f"{key} is not a model option"
+                                         + (f": use --{key.replace('_', '-')}" if key in OWN_FLAGS else ""))
     return key, value
 
 
+#: Request parameters that have flags of their own.
+OWN_FLAGS = ("model", "scale", "format", "quality", "tile_size")
 DESCRIPTION = ("Watercolor, a self-hosted image-upscaling service: run its HTTP API and processing "
                "backends, and send them images from a terminal.")
 
@@ -182,12 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("upscale", help="send image files to a running API and save the results")
     p.add_argument("files", nargs="+", metavar="FILE", help="input image files")
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: next to each input)")
-    p.add_argument("--url", default="http://localhost:5000", help="API address (default %(default)s)")
+    p.add_argument("--url", help="API address (default http://localhost:$WTC_API_PORT, "
+                   "i.e. http://localhost:5000 when WTC_API_PORT is not set)")
     p.add_argument("--model", help="model name (default: the API's WTC_DEFAULT_MODEL)")
     p.add_argument("--scale", help="scale factor, e.g. 1.5, 2, 4 (default: the model's native scale)")
     p.add_argument("--format", help="png (default), jpeg, webp, or same")
     p.add_argument("--quality", help="JPEG/WebP quality 1-100")
     p.add_argument("--tile-size", dest="tile_size", help="tile edge in pixels (smaller: finer progress)")
+    p.add_argument("--option", action="append", default=[], type=_option, metavar="NAME=VALUE",
+                   help="model option, e.g. denoise=1 (repeatable; see the API's /v1/models)")
     p.add_argument("--api-key", dest="api_key", help="API key, when the API requires one")
     p.add_argument("--no-jobs", dest="no_jobs", action="store_true",
                    help="no job and no progress bars: one waiting request per file (the API's /v1/upscale)")
@@ -212,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="png (default), jpeg, webp, or same")
     p.add_argument("--quality", help="JPEG/WebP quality 1-100")
     p.add_argument("--tile-size", dest="tile_size", help="tile edge in pixels")
-    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+    p.add_argument("--option", action="append", default=[], type=_option, metavar="NAME=VALUE",
                    help="model option, e.g. denoise=1 (repeatable)")
     p.add_argument("--timeout", type=float, default=3600.0, help="overall seconds (default 3600)")
     p.set_defaults(func=cmd_send)

@@ -53,11 +53,13 @@ class Request:
     api_key: str | None = None
     timeout: float = 3600.0
     tile_size: str | None = None
+    options: tuple[tuple[str, str], ...] = ()  # model options, e.g. (("denoise", "1"),)
 
     def endpoint(self, path: str = "/v1/upscale") -> str:
         query = {k: v for k, v in (("scale", self.scale), ("model", self.model),
                                    ("format", self.format), ("quality", self.quality),
                                    ("tile_size", self.tile_size)) if v}
+        query.update(self.options)
         base = self.url.rstrip("/") + path
         return f"{base}?{urllib.parse.urlencode(query)}" if query else base
 

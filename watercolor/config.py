@@ -174,25 +174,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     for setting in SETTINGS:
         if setting.attr in overrides:
             value = overrides.pop(setting.attr)
-            shown = repr(value)
-        elif setting.name in environ and environ[setting.name].strip() != "":
-            raw = environ[setting.name]
-            shown = repr(raw)
-            try:
-                value = _parse(setting, raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{setting.name}={shown} is not a valid {setting.kind.__name__}"
-                ) from None
+            values[setting.attr] = _checked(setting, value, repr(value))
         else:
-            values[setting.attr] = setting.default
-            continue
-        if setting.choices and value not in setting.choices:
-            raise ConfigError(f"{setting.name}={shown} must be one of: {', '.join(setting.choices)}")
-        problem = setting.check(value) if setting.check else None
-        if problem:
-            raise ConfigError(f"{setting.name}={shown} {problem}")
-        values[setting.attr] = value
+            values[setting.attr] = _read(setting, environ)
     if overrides:
         raise ConfigError(f"unknown settings: {sorted(overrides)}")
     settings = Settings(values)
@@ -203,6 +187,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             except ValueError as exc:
                 raise ConfigError(f"WTC_PROCESS_BACKENDS={settings.process_backends!r}: {exc}") from None
     return settings
+
+
+def load_setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """One setting, read and checked as :func:`load_settings` does, for a command that needs no other."""
+    return _read(_BY_NAME[name], os.environ if environ is None else environ)
+
+
+def _read(setting: Setting, environ: Mapping[str, str]) -> Any:
+    raw = environ.get(setting.name, "")
+    if raw.strip() == "":
+        return setting.default
+    try:
+        value = _parse(setting, raw)
+    except ValueError:
+        raise ConfigError(f"{setting.name}={raw!r} is not a valid {setting.kind.__name__}") from None
+    return _checked(setting, value, repr(raw))
+
+
+def _checked(setting: Setting, value: Any, shown: str) -> Any:
+    if setting.choices and value not in setting.choices:
+        raise ConfigError(f"{setting.name}={shown} must be one of: {', '.join(setting.choices)}")
+    problem = setting.check(value) if setting.check else None
+    if problem:
+        raise ConfigError(f"{setting.name}={shown} {problem}")
+    return value
 
 
 def describe(name: str) -> Setting:

@@ -26,6 +26,30 @@ def test_request_url_carries_only_given_parameters():
     assert Request("http://h:5000/").endpoint() == "http://h:5000/v1/upscale"
     url = Request("http://h:5000", scale="2", model="lanczos", format=None).endpoint()
     assert url == "http://h:5000/v1/upscale?scale=2&model=lanczos"
+    url = Request("http://h:5000", model="waifu2x-photo", options=(("denoise", "2"),)).endpoint("/v1/jobs")
+    assert url == "http://h:5000/v1/jobs?model=waifu2x-photo&denoise=2"
+
+
+def test_upscale_takes_model_options_like_send():
+    parser = build_parser()
+    for command in ("upscale", "send"):
+        args = parser.parse_args([command, "a.png", *(["b.png"] if command == "send" else []),
+                                  "--option", "denoise=1", "--option", "x = y=z"])
+        assert args.option == [("denoise", "1"), ("x", " y=z")]
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("denoise", "wants NAME=VALUE, not 'denoise'"),
+    ("=1", "wants NAME=VALUE"),
+    ("scale=2", "scale is not a model option: use --scale"),
+    ("tile_size=64", "tile_size is not a model option: use --tile-size"),
+    ("id=x", "id is not a model option"),
+], ids=["no-equals", "no-name", "scale", "tile-size", "id"])
+def test_a_bad_option_is_a_usage_error(capsys, text, words):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["upscale", "a.png", "--option", text])
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
 
 
 def test_help_is_plain_text():

@@ -93,6 +93,29 @@ def test_upscale_client_writes_results_and_reports_failures(api_server, photos, 
     assert Image.open(tmp_path / "photo0_x1.5.jpg").size == (96, 72)
 
 
+def test_upscale_client_passes_model_options(api_server, photos, tmp_path):
+    path = tmp_path / "cup.png"
+    photos[1].save(path)
+    done = _watercolor("upscale", str(path), "--model", "waifu2x-photo", "--option", "denoise=9", "--no-jobs",
+                       "--url", api_server.url)
+    assert done.returncode == 1 and "invalid_parameter" in done.stdout and "denoise" in done.stdout
+    done = _watercolor("upscale", str(path), "--model", "waifu2x-photo", "--option", "denoise=3", "--url",
+                       api_server.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert Image.open(tmp_path / "cup_x2.png").size == (photos[1].width * 2, photos[1].height * 2)
+
+
+def test_upscale_client_defaults_to_the_api_port_of_this_machine(tmp_path, photos):
+    path = tmp_path / "a.png"
+    photos[0].save(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WTC_")}
+    done = _watercolor("upscale", str(path), "--no-jobs", env={**env, "WTC_API_PORT": "9"})
+    assert done.returncode == 1
+    assert "cannot reach the API at http://localhost:9" in done.stdout
+    done = _watercolor("upscale", str(path), env={**env, "WTC_API_PORT": "port"})
+    assert done.returncode == 2 and "WTC_API_PORT='port' is not a valid int" in done.stderr
+
+
 def test_upscale_client_without_an_api_fails_cleanly(tmp_path, photos):
     path = tmp_path / "a.png"
     photos[0].save(path)
