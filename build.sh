@@ -97,6 +97,17 @@ docker_setup
 require_docker_engine
 python_setup
 
+# One build at a time in this tree: a second one waits instead of rewriting
+# the wheels the first is sending to Docker.
+mkdir -p .build
+if have flock; then
+  exec 9>.build/build.lock
+  flock --nonblock 9 || {
+    info "another ./build.sh is running in this tree; waiting for it"
+    flock 9
+  }
+fi
+
 # The first Debian archive mirror apt is configured with here.
 debian_mirror() {
   local uri
