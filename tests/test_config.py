@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watercolor.config import SETTINGS, ConfigError, load_settings
+from watercolor.config import SETTINGS, ConfigError, load_setting, load_settings
 
 
 def test_defaults_from_an_empty_environment():
@@ -31,8 +31,12 @@ def test_every_setting_is_wtc_prefixed_documented_and_unique():
         ({"WTC_SLOTS": "0"}, "WTC_SLOTS='0' must be at least 1"),
         ({"WTC_PROCESS_BACKENDS": "a:1,b"}, "WTC_PROCESS_BACKENDS"),
         ({"WTC_TILE_SIZE": "8"}, "WTC_TILE_SIZE='8'"),
+        ({"WTC_DEFAULT_MODEL": "esrgan"}, "WTC_DEFAULT_MODEL='esrgan' is no model name (choose from: "),
+        ({"WTC_PRELOAD": "lanczos, esrgan"}, "WTC_PRELOAD='lanczos, esrgan' names no such model: esrgan"),
+        ({"WTC_LOCAL_BACKENDS": "0"}, "WTC_LOCAL_BACKENDS='0' must be between 1 and 64"),
     ],
-    ids=["port-not-int", "port-range", "device-choice", "nan", "slots-zero", "backends", "tile-small"],
+    ids=["port-not-int", "port-range", "device-choice", "nan", "slots-zero", "backends", "tile-small",
+         "default-model", "preload", "no-local-backends"],
 )
 def test_bad_values_name_the_variable_and_value(env, words):
     with pytest.raises(ConfigError) as info:
@@ -48,3 +52,15 @@ def test_backend_list_overrides_the_service_address():
 
 def test_blank_values_mean_the_default():
     assert load_settings({"WTC_API_PORT": " "}).api_port == 5000
+
+
+def test_model_settings_take_catalogue_names():
+    s = load_settings({"WTC_DEFAULT_MODEL": "lanczos", "WTC_PRELOAD": "waifu2x-photo, lanczos"})
+    assert (s.default_model, s.preload) == ("lanczos", "waifu2x-photo, lanczos")
+
+
+def test_one_setting_is_read_and_checked_alone():
+    assert load_setting("WTC_API_PORT", {"WTC_API_PORT": "8080", "WTC_SLOTS": "0"}) == 8080
+    assert load_setting("WTC_API_PORT", {}) == 5000
+    with pytest.raises(ConfigError, match="WTC_API_PORT='x' is not a valid int"):
+        load_setting("WTC_API_PORT", {"WTC_API_PORT": "x"})

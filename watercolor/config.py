@@ -47,6 +47,22 @@ def _port(v: int) -> str | None:
     return None if 0 <= v <= 65535 else "must be a TCP port (0-65535)"
 
 
+def _models(*, several: bool) -> Callable[[str], str | None]:
+    """Each name (comma-separated when ``several``) is a model of the catalogue."""
+
+    def check(value: str) -> str | None:
+        from watercolor.models import MODELS
+
+        names = [n.strip() for n in value.split(",") if n.strip()] if several else [value]
+        unknown = [n for n in names if n not in MODELS]
+        if not unknown:
+            return None
+        what = f"names no such model: {', '.join(unknown)}" if several else "is no model name"
+        return f"{what} (choose from: {', '.join(MODELS)})"
+
+    return check
+
+
 MIB = 1024 * 1024
 
 SETTINGS: tuple[Setting, ...] = (
@@ -70,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WTC_SHARED_SECRET", str, "", "Shared secret for HMAC-authenticated API-backend traffic "
             "(empty: no authentication)"),
     Setting("WTC_PRELOAD", str, "", "Comma-separated models a backend loads at start-up "
-            "(empty: load on first use)"),
+            "(empty: load on first use)", _models(several=True)),
     # --- limits (both sides) ---
     Setting("WTC_MAX_IMAGE_BYTES", int, 50 * MIB, "Largest encoded image accepted, in bytes",
             _at_least(1)),
@@ -102,7 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WTC_MAX_BATCH", int, 64, "Most images in one request", _at_least(1)),
     Setting("WTC_API_KEYS", str, "", "Comma-separated API keys; when set, requests need one "
             "(Authorization: Bearer KEY or X-API-Key)"),
-    Setting("WTC_DEFAULT_MODEL", str, "realesrgan-x4plus", "Model used when a request names none"),
+    Setting("WTC_DEFAULT_MODEL", str, "realesrgan-x4plus", "Model used when a request names none",
+            _models(several=False)),
     # --- jobs ---
     Setting("WTC_DATA_DIR", str, "", "Directory for jobs and their results (empty: watercolor-UID in the "
             "system's temporary directory, kept across API restarts)"),
