@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="api_key", help="API key, when the API requires one")
     p.add_argument("--no-jobs", dest="no_jobs", action="store_true",
                    help="no job and no progress bars: one waiting request per file (the API's /v1/upscale)")
-    p.add_argument("--jobs", type=int, default=3, help="with --no-jobs: files sent at once (default 3)")
+    p.add_argument("--jobs", type=int, default=3,
+                   help="files sent at once without jobs (--no-jobs, or when the API cannot keep jobs; "
+                   "default 3)")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between progress updates (default 0.5)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds any one HTTP request may take (default 3600)")

@@ -5,7 +5,9 @@ install. By default the files go up as jobs and live progress bars show each
 image and the whole batch (:mod:`watercolor.jobclient`); with ``--no-jobs``
 each file is one ``POST /v1/upscale`` with the raw image as the body, a few
 files in flight at once. Results are written next to their input (or into
-``-o DIR``) as ``NAME_x4.png`` and the like.
+``-o DIR``) as ``NAME_x4.png`` and the like. When the API cannot take jobs
+(its job store is in use by another API, or full) the files go the direct way
+instead, and the client says so.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ def run(files: Sequence[str], request: Request, *, out_dir: str | None = None, j
         from watercolor.jobclient import run_jobs
 
         try:
-            outcomes = run_jobs(sources, request, folder, poll=poll, stderr=stderr)
+            outcomes = run_jobs(sources, request, folder, poll=poll, stderr=stderr, parallel=jobs)
         except KeyboardInterrupt:
             print("interrupted: the unfinished work was cancelled", file=stderr)
             return 130

@@ -121,8 +121,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WTC_DEFAULT_MODEL", str, "realesrgan-x4plus", "Model used when a request names none",
             _models(several=False)),
     # --- jobs ---
-    Setting("WTC_DATA_DIR", str, "", "Directory for jobs and their results (empty: watercolor-UID in the "
-            "system's temporary directory, kept across API restarts)"),
+    Setting("WTC_DATA_DIR", str, "", "Directory for jobs and their results, one per API (empty: "
+            "watercolor-UID-PORT in the system's temporary directory, PORT being WTC_API_PORT; "
+            "./run.sh uses .data/api-PORT in the checkout)"),
     Setting("WTC_JOB_TTL", float, 3600.0, "Seconds a finished job's results are kept",
             _at_least(1)),
     Setting("WTC_MAX_JOBS", int, 100, "Most jobs kept at once", _at_least(1)),

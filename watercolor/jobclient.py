@@ -6,12 +6,20 @@ polled (``GET /v1/jobs/ID``) and every image's result is downloaded as soon as
 it is done, so a long batch leaves finished files behind as it goes. Ctrl-C
 cancels the jobs still running (``POST /v1/jobs/ID/cancel``) before leaving. Standard library
 only (urllib), like the rest of the client.
+
+An API that cannot take a job for reasons of its own (its job store in use by
+another API, full, or holding as many jobs as it may; an API without jobs) is
+not the images' fault: that batch and the ones after it are sent the direct
+way instead, one waiting ``POST /v1/upscale`` per file, a few at once, and
+the client says so.
 """
 
 from __future__ import annotations
 
 import json
 import mimetypes
+import queue
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -21,20 +29,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from watercolor.client import Request, Result, output_path
+from watercolor.client import Request, Result, output_path, upscale_file
 from watercolor.progress import FINISHED, ProgressBoard
 
 BATCH_FILES = 32
 BATCH_BYTES = 64 * 1024 * 1024
+#: Error codes of a job refused for the job machinery's sake, not the images': the direct path may serve.
+JOBS_REFUSED = frozenset({"store_unavailable", "store_full", "too_many_jobs", "job_too_large",
+                          "not_found", "method_not_allowed"})
 
 
 class ApiError(Exception):
-    """The API answered with an error, or could not be reached."""
+    """The API answered with an error (``status`` and ``code`` when it did), or could not be reached."""
 
-    def __init__(self, message: str, per_image: dict[int, str] | None = None) -> None:
+    def __init__(self, message: str, per_image: dict[int, str] | None = None, *,
+                 status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.per_image = per_image or {}
+        self.status = status
+        self.code = code
+
+    @property
+    def jobs_refused(self) -> bool:
+        """Whether jobs cannot be had, though the same images might be served without one."""
+        return self.code in JOBS_REFUSED or self.status == 503
 
 
 @dataclass
@@ -51,11 +70,48 @@ class Watched:
         return self.view["state"] in FINISHED
 
 
+class Direct:
+    """Files sent the direct way (``POST /v1/upscale``), ``parallel`` at a time, on daemon threads
+    (Ctrl-C need not wait for them)."""
+
+    def __init__(self, request: Request, folder: Path | None, parallel: int) -> None:
+        self.request, self.folder, self.parallel = request, folder, max(1, parallel)
+        self._todo: queue.Queue[tuple[int, Path]] = queue.Queue()
+        self._done: queue.Queue[tuple[int, Result]] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self.pending = 0
+
+    def send(self, index: int, source: Path) -> None:
+        self.pending += 1
+        self._todo.put((index, source))
+        if len(self._threads) < min(self.parallel, self.pending):
+            thread = threading.Thread(target=self._work, name="wtc-direct", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        while True:
+            index, source = self._todo.get()
+            self._done.put((index, upscale_file(source, self.request, self.folder)))
+
+    def finished(self) -> list[tuple[int, Result]]:
+        """The files finished since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self._done.get_nowait())
+            except queue.Empty:
+                self.pending -= len(out)
+                return out
+
+
 def run_jobs(sources: list[Path], request: Request, folder: Path | None, *, poll: float,
-             stderr: TextIO) -> list[Result]:
+             stderr: TextIO, parallel: int = 3) -> list[Result]:
     """Upscale ``sources`` through jobs; one :class:`Result` per source, in order.
 
-    Raises KeyboardInterrupt after cancelling the unfinished jobs when interrupted.
+    When the API refuses jobs as such (:attr:`ApiError.jobs_refused`) the files
+    still to go are sent the direct way, ``parallel`` at a time. Raises
+    KeyboardInterrupt after cancelling the unfinished jobs when interrupted.
     """
     results = [Result(source) for source in sources]
     board = ProgressBoard([source.name for source in sources], stderr)
@@ -67,22 +123,38 @@ def run_jobs(sources: list[Path], request: Request, folder: Path | None, *, poll
             _fail(results, board, index, f"cannot read the file: {exc.strerror or exc}")
     started = time.monotonic()
     watched: list[Watched] = []
+    direct: Direct | None = None
     try:
         for batch in _batches(sources, data):
-            try:
-                url, view = _submit(request, [(sources[i].name, data[i]) for i in batch])
-            except ApiError as exc:
-                for position, index in enumerate(batch):
-                    _fail(results, board, index, exc.per_image.get(position, exc.message))
-                continue
-            watched.append(Watched(url, batch, view))
-            stderr.write(f"job {request.url.rstrip('/')}{url}: {len(batch)} image(s)\n")
+            if direct is None:
+                try:
+                    url, view = _submit(request, [(sources[i].name, data[i]) for i in batch])
+                except ApiError as exc:
+                    if not exc.jobs_refused:
+                        for position, index in enumerate(batch):
+                            _fail(results, board, index, exc.per_image.get(position, exc.message))
+                        continue
+                    stderr.write(f"the API cannot take jobs now ({exc.message}); sending the files "
+                                 "directly instead, one waiting request each (no progress until done)\n")
+                    direct = Direct(request, folder, parallel)
+                else:
+                    watched.append(Watched(url, batch, view))
+                    stderr.write(f"job {request.url.rstrip('/')}{url}: {len(batch)} image(s)\n")
+                    continue
+            for index in batch:
+                direct.send(index, sources[index])
+                board.update(index, "running", 0.0, note="sent directly")
         while True:
             for job in watched:
                 _take_news(job, request, results, board, folder)
+            if direct is not None:
+                for index, result in direct.finished():
+                    results[index] = result
+                    note = f"-> {result.output}" if result.ok else (result.error or "").split(":", 1)[0]
+                    board.update(index, "done" if result.ok else "failed", 1.0, note=note)
             _overall(board, results, started)
             board.draw()
-            if all(job.finished for job in watched):
+            if all(job.finished for job in watched) and (direct is None or not direct.pending):
                 break
             time.sleep(poll)
             for job in watched:
@@ -230,9 +302,10 @@ def _api_error(exc: urllib.error.HTTPError) -> ApiError:
         body = json.loads(exc.read() or b"{}")
         error = body["error"]
         per_image = {int(e["index"]): f"{e['code']}: {e['message']}" for e in body.get("errors") or []}
-        return ApiError(f"{error['code']}: {error['message']} (HTTP {exc.code})", per_image)
+        return ApiError(f"{error['code']}: {error['message']} (HTTP {exc.code})", per_image,
+                        status=exc.code, code=str(error["code"]))
     except (ValueError, KeyError, TypeError, OSError):
-        return ApiError(f"HTTP {exc.code} {exc.reason}")
+        return ApiError(f"HTTP {exc.code} {exc.reason}", status=exc.code)
 
 
 def _json(data: bytes) -> dict[str, Any]:

@@ -15,8 +15,12 @@ import time
 
 import pytest
 import requests
-from apitools import FAST_MODEL, REPO
+from apitools import FAST_MODEL, REPO, ApiServer
 from PIL import Image
+
+from watercolor.api.jobs.store import JobStore
+from watercolor.config import load_settings
+from watercolor.jobclient import ApiError
 
 ESCAPES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -143,3 +147,39 @@ def test_ctrl_c_cancels_the_running_job(api_server, photo_files, tmp_path):
     job = requests.get(job_url, timeout=10).json()
     assert job["state"] == "cancelled" and job["images"][0]["error"]["code"] == "cancelled"
     assert not (tmp_path / "out" / "astronaut_x2.png").exists()
+
+
+def test_an_api_that_cannot_take_jobs_gets_the_files_the_direct_way(backends, log_dir, photo_files,
+                                                                     tmp_path):
+    data_dir = tmp_path / "shared"
+    holder = JobStore(load_settings({}, data_dir=str(data_dir)))
+    holder.open()  # another API holds the folder, as with two copies sharing one
+    server = ApiServer(log_dir, process_backends=",".join(b.label for b in backends), data_dir=data_dir)
+    try:
+        done = subprocess.run([sys.executable, "-m", "watercolor", "upscale", *map(str, photo_files[:2]),
+                               "-o", str(tmp_path / "out"), "--model", "lanczos", "--scale", "2", "--url",
+                               server.url], capture_output=True, text=True, timeout=300, cwd=REPO)
+    finally:
+        server.stop()
+        holder.close()
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("the API cannot take jobs now (store_unavailable: the job store is in use by "
+                            "another API process; set WTC_DATA_DIR"), first
+    assert first.endswith("sending the files directly instead, one waiting request each "
+                          "(no progress until done)")
+    for path in photo_files[:2]:
+        assert f"{path.name}: done (-> {tmp_path / 'out' / (path.stem + '_x2.png')})" in done.stderr
+        assert Image.open(tmp_path / "out" / f"{path.stem}_x2.png").size == \
+            tuple(2 * side for side in Image.open(path).size)
+    assert "2 of 2 file(s) upscaled" in done.stdout
+
+
+@pytest.mark.parametrize(("status", "code", "refused"), [
+    (503, "store_unavailable", True), (503, "store_full", True), (429, "too_many_jobs", True),
+    (413, "job_too_large", True), (404, "not_found", True), (503, None, True),
+    (422, "invalid_parameter", False), (413, "payload_too_large", False), (401, "unauthorized", False),
+    (None, None, False),
+], ids=lambda v: str(v))
+def test_which_refusals_send_the_files_the_direct_way(status, code, refused):
+    assert ApiError("x", status=status, code=code).jobs_refused is refused

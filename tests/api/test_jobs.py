@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import tempfile
 import time
 import zipfile
 
@@ -396,3 +398,27 @@ def test_a_second_api_process_cannot_take_a_store_in_use(make_app, photos, tmp_p
     other = make_app().test_client()  # same WTC_DATA_DIR, while the first still holds it
     refused = other.post("/v1/jobs?model=lanczos", data=image_bytes(photos[0]), content_type="image/png")
     assert refused.status_code == 503 and refused.get_json()["error"]["code"] == "store_unavailable"
+    # The message names the fix, and no folder of the server's.
+    message = refused.get_json()["error"]["message"]
+    assert "in use by another API process" in message and "set WTC_DATA_DIR" in message
+    assert "/" not in refused.get_data(as_text=True) and str(tmp_path) not in message
+    assert refused.headers["Retry-After"]
+    # Readiness is about the backends: the API still serves /v1/upscale, so it stays ready.
+    assert other.get("/readyz").status_code == 200
+    assert other.post("/v1/upscale?model=lanczos", data=image_bytes(photos[0]),
+                      content_type="image/png").status_code == 200
+
+
+def test_apis_on_two_ports_get_default_stores_of_their_own(backends, photos, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the default lies in the temporary folder
+    apps = [create_app(settings_for(backends, api_port=port)) for port in (5000, 5001)]
+    try:
+        for app in apps:
+            response = app.test_client().post("/v1/jobs?model=lanczos", data=image_bytes(photos[0]),
+                                              content_type="image/png")
+            assert response.status_code == 202, response.get_json()
+        assert sorted(p.name for p in tmp_path.iterdir()) == \
+            [f"watercolor-{os.getuid()}-5000", f"watercolor-{os.getuid()}-5001"]
+    finally:
+        for app in apps:
+            app.extensions["watercolor"].jobs.close()

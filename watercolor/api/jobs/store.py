@@ -67,13 +67,19 @@ RESULT_BYTES_PER_PIXEL = {"jpeg": 1.0, "webp": 1.0}
 DEFAULT_RESULT_BYTES_PER_PIXEL = 4.0
 #: Least seconds between two sweeps for expired jobs.
 SWEEP_INTERVAL = 1.0
+#: What a user sets to give an API a store of its own (named in errors: never the folder itself).
+FOLDER_SETTING = "WTC_DATA_DIR"
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def default_data_dir() -> Path:
-    """``watercolor-UID`` in the system's temporary folder: it survives API restarts, not reboots."""
-    return Path(tempfile.gettempdir()) / f"watercolor-{os.getuid()}"
+def default_data_dir(api_port: int) -> Path:
+    """``watercolor-UID-PORT`` in the system's temporary folder: it survives API restarts, not reboots.
+
+    The port is in the name because a store belongs to one API process: a second API on the same
+    machine (another port) gets a folder of its own instead of finding this one locked.
+    """
+    return Path(tempfile.gettempdir()) / f"watercolor-{os.getuid()}-{api_port}"
 
 
 def timestamp(seconds: float | None) -> str | None:
@@ -245,7 +251,7 @@ class JobStore:
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.explicit_dir = bool(settings.data_dir)
-        self.data_dir = Path(settings.data_dir) if settings.data_dir else default_data_dir()
+        self.data_dir = Path(settings.data_dir) if settings.data_dir else default_data_dir(settings.api_port)
         self.root = self.data_dir / "jobs"
         self.ttl = settings.job_ttl
         self.max_jobs = settings.max_jobs
@@ -289,14 +295,16 @@ class JobStore:
                 fd = os.open(self.data_dir / "jobs.lock", os.O_RDWR | os.O_CREAT, 0o600)
             except OSError as exc:
                 log.error("job store %s cannot be used: %s", self.data_dir, exc)
-                raise StoreUnavailable("the job store's folder cannot be used (see the API's log)") \
-                    from None
+                raise StoreUnavailable("the job store's folder cannot be used (see the API's log); set "
+                                       f"{FOLDER_SETTING} to a folder this API may write") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                log.error("job store %s is in use by another API process", self.data_dir)
-                raise StoreUnavailable("the job store is in use by another API process") from None
+                log.error("job store %s is in use by another API process; give each API its own %s",
+                          self.data_dir, FOLDER_SETTING)
+                raise StoreUnavailable("the job store is in use by another API process; set "
+                                       f"{FOLDER_SETTING} to a folder of this API's own") from None
             self._lock_file = fd
             unfinished = self._load()
             log.info("job store %s: %d job(s), %d to resume, %d bytes", self.data_dir, len(self.jobs),
