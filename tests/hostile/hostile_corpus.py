@@ -549,11 +549,15 @@ MIN_PSNR_BILEVEL = 25.0
 
 def judge_result(case: Case, result: bytes, input_size: tuple[int, int] | None = None) -> str | None:
     """None if ``result`` is a correct answer to ``case``; else what is wrong with it."""
+    guard = Image.MAX_IMAGE_PIXELS  # the pipeline set it to the input cap; a result may be larger
+    Image.MAX_IMAGE_PIXELS = None
     try:
         out = Image.open(io.BytesIO(result))
         out.load()
     except Exception as exc:  # noqa: BLE001 - any failure to read the result is the finding
         return f"the result does not decode: {exc!r}"
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
     size = case.size or input_size
     scale = float(case.params.get("scale", 2))
     if size is not None:

@@ -38,9 +38,10 @@ from watercolor.protocol import FrameType
 
 #: How much a backend's or the API's resident memory may grow over a second pass of the corpus.
 FLAT_GROWTH_KIB = 48 * MIB
-#: A backend's peak memory over the whole corpus. The largest legitimate work in it is a few
-#: megapixels; one decoded bomb (a gigapixel) would be gigabytes.
-BACKEND_PEAK_KIB = 1024 * MIB
+#: A backend's peak memory over the whole corpus: its base, plus for each of its two slots an
+#: output at the pixel cap in float32 RGB, a few copies deep (40 bytes a pixel). The smallest
+#: bomb in the corpus, decoded, would need gigabytes more than that.
+BACKEND_PEAK_KIB = 400 * MIB + 2 * LIMITS["max_output_pixels"] * 40 // 1024
 
 
 @pytest.fixture(scope="module")
