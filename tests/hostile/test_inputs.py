@@ -39,8 +39,8 @@ from watercolor.protocol import FrameType
 #: How much a backend's or the API's resident memory may grow over a second pass of the corpus.
 FLAT_GROWTH_KIB = 48 * MIB
 #: A backend's peak memory over the whole corpus: its base, plus for each of its two slots an
-#: output at the pixel cap in float32 RGB, a few copies deep (40 bytes a pixel). The smallest
-#: bomb in the corpus, decoded, would need gigabytes more than that.
+#: output at the pixel cap in float32 RGB, a few copies deep (40 bytes a pixel). One of the
+#: gigapixel bombs in the corpus, decoded, would need tens of gigabytes.
 BACKEND_PEAK_KIB = 400 * MIB + 2 * LIMITS["max_output_pixels"] * 40 // 1024
 
 
