@@ -158,8 +158,13 @@ if [ "$LOCAL_BASE" = 1 ]; then
   BASE_IMAGE=$LOCAL_BASE_IMAGE
 fi
 
-# Which wheels fit the base image: ask its own Python (this pulls the image
-# when it is not here yet).
+if ! "$DOCKER" image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  info "pulling the base image $BASE_IMAGE"
+  run "$DOCKER" pull "$BASE_IMAGE" >/dev/null ||
+    die "the base image $BASE_IMAGE cannot be pulled: check the registry, or use -L to make a local Debian base (no registry needed) or -b for another image."
+fi
+
+# Which wheels fit the base image: ask its own Python.
 info "asking base image $BASE_IMAGE for its Python and platform"
 probe=$("$DOCKER" run --rm --entrypoint python3 "$BASE_IMAGE" -c \
   'import platform, sys; print("%d.%d" % sys.version_info[:2], platform.machine(), platform.libc_ver()[1])') ||
