@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -120,6 +121,8 @@ def test_run_sh_serves_with_two_backends_and_stops_cleanly_on_ctrl_c(photos, tmp
             raise
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                data_dir.parent.rmdir()  # .data itself, when nothing else is in it
     text = log.read_text()
     assert code == 130, text[-3000:]
     assert "==> stopped" in text and "exited unexpectedly" not in text and "Traceback" not in text
