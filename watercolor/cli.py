@@ -46,6 +46,9 @@ def _serve(serve: Callable[[Settings], int]) -> int:
     except CannotListen as exc:
         print(f"watercolor: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # e.g. WTC_DEVICE=vulkan on a machine without a Vulkan device
+        print(f"watercolor: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_process(args: argparse.Namespace) -> int:
