@@ -1,14 +1,16 @@
-"""Peak memory of one default-size tile, per network, on CPU.
+"""Peak memory of default-size tiles on CPU, per network and for the whole engine.
 
-    python bench/tile_memory.py                 # every network the catalogue uses by default
-    python bench/tile_memory.py realcugan       # one model's networks
+    python bench/tile_memory.py                    # one interior tile of every default network
+    python bench/tile_memory.py realcugan          # one model's networks
+    python bench/tile_memory.py --engine realcugan # the engine on a real photo of 2x2 default tiles
 
-Each network runs in a fresh process (so high-water marks do not mix): load
-it, note the resident set, run one interior tile of the model's default size
-(tile plus context on every side, the largest input a tile ever feeds), and
-note the peak (``ru_maxrss``). The engine's peak on an image is about this
-peak plus the whole-image buffers (the float32 result, 12 bytes per output
-pixel, and the padded input). The table in docs/tiling.md comes from here.
+Every measurement runs in a fresh process, so high-water marks (``ru_maxrss``)
+do not mix. Tile mode loads one network and runs one interior tile of the
+model's default size (tile plus context on every side, the largest input a
+tile ever feeds). Engine mode runs ``Engine.upscale`` at the model's largest
+native scale on a photo two default tiles wide and high, so the pooled-stage
+passes, the padded input and the float32 result (12 bytes per output pixel)
+all count. The tables in docs/tiling.md come from here.
 """
 
 from __future__ import annotations
@@ -45,9 +47,46 @@ def measure(model: str, scale: int, threads: int) -> dict:
             "kpx_s": side * side / elapsed / 1000}
 
 
+def measure_engine(model: str, threads: int) -> dict:
+    import skimage.data
+    from PIL import Image
+
+    from watercolor.processing.engine import Engine
+
+    spec = MODELS[model]
+    scale = max(spec.scales)
+    side = 2 * network_for(spec, spec.resolve_options(None), scale).tile
+    photo = Image.fromarray(skimage.data.astronaut()).resize((side, side), Image.Resampling.LANCZOS)
+    image = np.asarray(photo, dtype=np.float32) / 255.0
+    engine = Engine(threads=threads)
+    engine.preload([model])
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    out = engine.upscale(image, model, scale)
+    elapsed = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"model": model, "scale": scale, "side": side, "loaded_mib": loaded / 1024,
+            "peak_mib": peak / 1024, "output_mib": out.nbytes / 2**20, "seconds": elapsed,
+            "units": engine.tile_count(side, side, model, scale)}
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--one":
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), threads=2)))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--one-engine":
+        print(json.dumps(measure_engine(sys.argv[2], threads=2)))
+        return
+    if sys.argv[1:2] == ["--engine"]:
+        wanted = sys.argv[2:] or [name for name, spec in MODELS.items() if spec.scales]
+        print("| model | scale | photo | progress units | after load (MiB) | peak (MiB) | result (MiB) | s |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for model in wanted:
+            out = subprocess.run([sys.executable, __file__, "--one-engine", model],
+                                 capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            print(f"| {model} | {row['scale']} | {row['side']}² | {row['units']} | {row['loaded_mib']:.0f} | "
+                  f"{row['peak_mib']:.0f} | {row['output_mib']:.0f} | {row['seconds']:.0f} |", flush=True)
         return
     wanted = sys.argv[1:] or [name for name, spec in MODELS.items() if spec.scales]
     print("| network | tile | tile input | after load (MiB) | peak (MiB) | kpx/s |")

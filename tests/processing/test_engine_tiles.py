@@ -7,7 +7,7 @@ import pytest
 
 from watercolor.models import get_model
 from watercolor.processing.engine import Engine
-from watercolor.processing.engine.network import Network
+from watercolor.processing.engine.network import Network, global_pools
 from watercolor.processing.engine.networks import network_for
 from watercolor.processing.engine.plan import plan_passes
 from watercolor.processing.engine.tiling import STEP, run_tiled, spans
@@ -62,6 +62,19 @@ def test_plan_takes_the_fewest_then_cheapest_passes(model, options, scale, expec
     assert plan_passes(301, 217, scale, natives, lambda s: network_for(spec, opts, s).cost) == expected
 
 
+@pytest.mark.parametrize("model,options,scale,count", [
+    ("waifu2x-cunet", {}, 2, 4),
+    ("waifu2x-cunet", {"denoise": 3}, 1, 4),
+    ("realcugan", {"denoise": -1}, 3, 4),
+    ("realcugan", {}, 4, 4),
+    ("waifu2x-photo", {}, 2, 0),
+    ("realesrgan-x4plus", {}, 4, 0),
+], ids=lambda v: str(v))
+def test_whole_image_pools_are_found_in_the_graph(model, options, scale, count):
+    spec = get_model(model)
+    assert len(global_pools(network_for(spec, spec.resolve_options(options), scale))) == count
+
+
 # Every network family; cunet and Real-CUGAN share their whole-image pools across tiles.
 FAMILIES = [
     ("waifu2x-photo", 2, {}),
@@ -95,10 +108,9 @@ class _WithoutSharedPools:
         return self._network.forward(chw, extract, feeds)
 
 
-@pytest.mark.parametrize("model,scale", [("waifu2x-cunet", 2), ("realcugan", 2)])
-def test_tiles_need_the_shared_pools(photo, model, scale):
-    spec = get_model(model)
-    network = Network(network_for(spec, spec.resolve_options(None), scale), threads=2, vulkan=False)
+def test_tiles_need_the_shared_pools(photo):
+    spec = get_model("realcugan")
+    network = Network(network_for(spec, spec.resolve_options(None), 2), threads=2, vulkan=False)
     assert len(network.pools) == 4
     whole = run_tiled(photo, network, WHOLE)
     shared = run_tiled(photo, network, 32)

@@ -81,7 +81,12 @@ class Network:
         ncnn = self._ncnn
         # Every array handed to ncnn stays referenced here until extraction is done.
         keep = [np.ascontiguousarray(chw, dtype=np.float32)]
+        # Fresh pools per call: the net's shared pool would keep every block size
+        # any tile ever needed; these are freed (returned to the OS) when the call ends.
+        blobs, workspace = ncnn.UnlockedPoolAllocator(), ncnn.PoolAllocator()
         ex = self._net.create_extractor()
+        ex.set_blob_allocator(blobs)
+        ex.set_workspace_allocator(workspace)
         ex.input(self.spec.input_blob, ncnn.Mat(keep[0]))
         for name, vector in (feeds or {}).items():
             keep.append(np.ascontiguousarray(vector, dtype=np.float32))
@@ -91,7 +96,10 @@ class Network:
         if ret != 0:
             raise RuntimeError(f"ncnn failed extracting {blob} from {self.spec.key} (code {ret})")
         result = np.array(mat, dtype=np.float32, copy=True)
-        del ex, mat, keep
+        del mat, ex  # both hold blocks of the pools: release them first
+        blobs.clear()
+        workspace.clear()
+        del keep
         return result
 
     def _measure_rates(self, pools: tuple[Pool, ...]) -> tuple[Pool, ...]:

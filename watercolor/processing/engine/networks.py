@@ -74,9 +74,12 @@ _CUGAN_TILE = {2: 256, 3: 192, 4: 224}
 _CUGAN_SUFFIX = {-1: "_CONSERVATIVE", 0: "", 1: "_DENOISE1X", 2: "_DENOISE2X", 3: "_DENOISE3X"}
 _W2X_KIND = {"waifu2x-photo": "PHOTO", "waifu2x-anime": "ANIME", "waifu2x-cunet": "CUNET"}
 
-# Real-ESRGAN x4plus sees far beyond any tile; 32 px of overlap keeps the
-# 99.9th percentile of the tiled/whole difference within 4/255 (bench/overlap.py).
-X4PLUS_OVERLAP = 32
+# Real-ESRGAN's RRDB networks see far beyond any tile. Overlaps chosen by measurement
+# (bench/overlap.py, table in docs/tiling.md): the 99.9th percentile of the tiled vs
+# whole-image difference is 1.3/255 for x4plus at 40 px and 0.5/255 for x4plus-anime
+# (6 blocks, a smaller field) at 32 px; tiles stay at a 208 px input (~1 GB).
+X4PLUS_OVERLAP = 40
+X4PLUS_ANIME_OVERLAP = 32
 
 
 def native_scales(spec: ModelSpec, options: dict[str, Any]) -> tuple[int, ...]:
@@ -97,10 +100,10 @@ def network_for(spec: ModelSpec, options: dict[str, Any], scale: int) -> Network
         raise InvalidParameter(f"{spec.name} has no native {scale}x network with these options")
     name = spec.name
     if name == "realesrgan-x4plus":
-        return _realesrgan("REALESRGAN_X4PLUS_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=144, cost=1 / 3.8,
+        return _realesrgan("REALESRGAN_X4PLUS_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=128, cost=1 / 3.8,
                            lean=True)
     if name == "realesrgan-x4plus-anime":
-        return _realesrgan("REALESRGAN_X4PLUSANIME_UP4X", 4, overlap=X4PLUS_OVERLAP, tile=144,
+        return _realesrgan("REALESRGAN_X4PLUSANIME_UP4X", 4, overlap=X4PLUS_ANIME_OVERLAP, tile=144,
                            cost=1 / 12, lean=True)
     if name == "realesr-animevideov3":
         # One network behind all three files (2x and 3x scale down inside the graph): same cost.
@@ -113,7 +116,7 @@ def network_for(spec: ModelSpec, options: dict[str, Any], scale: int) -> Network
         suffix = f"_DENOISE{denoise}X" if denoise >= 0 else ""
         if kind == "CUNET":
             if scale == 1:
-                return _waifu2x(f"WAIFU2X_CUNET_UP1X{suffix}", 1, pad=28, align=4, tile=256, cost=1 / 110)
+                return _waifu2x(f"WAIFU2X_CUNET_UP1X{suffix}", 1, pad=28, align=4, tile=448, cost=1 / 110)
             return _waifu2x(f"WAIFU2X_CUNET_UP2X{suffix}", 2, pad=18, align=2, tile=256, cost=1 / 110)
         return _waifu2x(f"WAIFU2X_{kind}_UP2X{suffix}", 2, pad=7, align=2, tile=384, cost=1 / 300)
     if spec.family == "realcugan":
