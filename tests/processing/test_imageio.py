@@ -497,3 +497,14 @@ def test_pillow_guard_follows_the_input_cap(pillow_guard):
         imageio.read_header(data, max_bytes=10**6, max_pixels=200_000_000)
     imageio.configure(200_000_000)
     assert imageio.read_header(data, max_bytes=10**6, max_pixels=200_000_000).pixels == 13500**2
+
+
+def test_a_small_cap_elsewhere_in_the_process_does_not_lower_pillows_guard(pillow_guard):
+    """Pillow's guard is process-wide: a pipeline with a tiny cap must not break another's decode."""
+    imageio.configure(4_000_000)
+    imageio.configure(1 << 16)
+    buf = io.BytesIO()
+    Image.new("RGB", (512, 512)).save(buf, "PNG")
+    data = buf.getvalue()
+    header = imageio.read_header(data, max_bytes=10**7, max_pixels=4_000_000)
+    assert imageio.decode(data, header) is not None

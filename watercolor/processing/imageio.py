@@ -12,8 +12,9 @@ Decisions worth knowing:
 - Sizes are checked from the header before any pixel is decoded. For WebP the
   canvas size is read from the RIFF header here, because Pillow's WebP opener
   already asks libwebp for a canvas.
-- Pillow's own guard (``Image.MAX_IMAGE_PIXELS``) is set to the same input cap
-  by :func:`configure`; it then only fires for images we refuse anyway.
+- Pillow's own guard (``Image.MAX_IMAGE_PIXELS``) is raised to the input cap
+  by :func:`configure` (never lowered); it then only fires for images we
+  refuse anyway.
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never touched: a truncated image is
   ``CorruptImage``, not a half-grey picture.
 - EXIF orientation is applied to the pixels; EXIF itself is not written out
@@ -105,7 +106,12 @@ def configure(max_input_pixels: int) -> None:
     (Pillow's default refuses more than 1 MB, calling the image corrupt),
     while a chunk that inflates further is still refused.
     """
-    Image.MAX_IMAGE_PIXELS = max_input_pixels
+    # Only ever raised: Pillow's guard is process-wide, and our own header check already
+    # enforces each pipeline's cap, so a pipeline with a small cap (tests, tools) must not
+    # make Pillow refuse what another pipeline in the same process accepts.
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < max_input_pixels:
+        Image.MAX_IMAGE_PIXELS = max_input_pixels
     PngImagePlugin.MAX_TEXT_CHUNK = MAX_PNG_METADATA_BYTES
     PngImagePlugin.MAX_TEXT_MEMORY = MAX_PNG_METADATA_BYTES
 
