@@ -154,6 +154,13 @@ class Backends:
                 address = self.pick(avoid)
                 try:
                     outcome = self._attempt(address, frame, deadline, on_progress, cancel)
+                except DeadlineExceeded:
+                    if busy_answers:  # time ran out while backends were saturated: say so (503)
+                        error = BackendBusy(
+                            f"all processing backends stayed busy ({busy_answers} busy answers)")
+                        error.retry_after = BackendBusy.retry_after
+                        raise error from None
+                    raise
                 except _Retry as retry:
                     if retry.reason == "busy":
                         busy_answers += 1
