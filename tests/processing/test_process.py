@@ -277,7 +277,7 @@ def test_sigterm_drains_work_in_flight_and_exits_zero(photo, tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "WTC_PROCESS_HOST": "127.0.0.1", "WTC_PROCESS_PORT": str(port),
-           "WTC_THREADS": "1", "WTC_GRACE_PERIOD": "60"}
+           "WTC_THREADS": "1", "WTC_GRACE_PERIOD": "600"}
     proc = subprocess.Popen([sys.executable, "-m", "watercolor", "process"], env=env,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -294,8 +294,8 @@ def test_sigterm_drains_work_in_flight_and_exits_zero(photo, tmp_path):
         seen = threading.Event()
 
         def call():
-            frame = protocol.request("drain", png_bytes(photo.resize((96, 96))), model="realesrgan-x4plus",
-                                     scale=4, tile_size=48, progress=True)
+            frame = protocol.request("drain", png_bytes(photo), model="realesrgan-x4plus",
+                                     scale=4, tile_size=32, progress=True)
             result["reply"] = transport.exchange(address, frame, io_timeout=60,
                                                  on_progress=lambda d, t: seen.set())
 
@@ -303,10 +303,10 @@ def test_sigterm_drains_work_in_flight_and_exits_zero(photo, tmp_path):
         worker.start()
         assert seen.wait(60), "no progress from the backend"
         proc.send_signal(signal.SIGTERM)
-        worker.join(120)
-        assert proc.wait(120) == 0
+        worker.join(600)
+        assert proc.wait(600) == 0
         assert result["reply"].type is FrameType.RESULT
-        assert Image.open(io.BytesIO(result["reply"].payload)).size == (384, 384)
+        assert Image.open(io.BytesIO(result["reply"].payload)).size == (256, 192)
         with pytest.raises(BackendUnavailable):  # no longer accepting
             transport.exchange(address, protocol.ping(), io_timeout=2, connect_timeout=2)
     finally:
