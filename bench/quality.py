@@ -46,7 +46,7 @@ FULL_TILED = (("realesrgan-x4plus", 4), ("realesrgan-x4plus-anime", 4), ("reales
               ("waifu2x-cunet", 2), ("realcugan", 2), ("realcugan", 3), ("realcugan", 4))
 QUICK_TILED = (("waifu2x-photo", 2), ("realesr-animevideov3", 4))
 #: Crops for the page: (photo, scale, left, top) of a region in the original photo.
-FULL_CROPS = (("astronaut", 4, 176, 64), ("chelsea", 4, 120, 60), ("coffee", 2, 200, 90))
+FULL_CROPS = (("astronaut", 4, 176, 64), ("chelsea", 4, 120, 60), ("coffee", 2, 316, 226))
 QUICK_CROPS = (("astronaut", 4, 176, 64),)
 CROP = 96  # px of the original per panel
 BASELINES = ("bicubic", "lanczos")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -75,13 +75,10 @@ class Engine:
     def tile_count(self, height: int, width: int, model: str, scale: float, *,
                    options: dict | None = None, tile_size: int | None = None) -> int:
         """The ``total`` that ``upscale`` will report to its progress callback."""
-        spec, opts = self._resolve(model, scale, options)
+        spec, opts, scale = self._resolve(model, scale, options)
         if spec.family == "lanczos":
             return 1
-        total = 0
-        for net, h, w in self._passes(spec, opts, height, width, scale):
-            total += unit_count(h, w, self._tile(net, tile_size), len(global_pools(net)))
-        return total
+        return _units(self._passes(spec, opts, height, width, scale, tile_size))
 
     # --- work ---------------------------------------------------------------------------
 
@@ -98,7 +95,7 @@ class Engine:
     def upscale(self, rgb: np.ndarray, model: str, scale: float, *, options: dict | None = None,
                 tile_size: int | None = None, progress: Progress | None = None) -> np.ndarray:
         """Enlarge a float32 H×W×3 image in 0..1 to :func:`output_size` × 3, in 0..1."""
-        spec, opts = self._resolve(model, scale, options)
+        spec, opts, scale = self._resolve(model, scale, options)
         image = _as_rgb(rgb)
         out_h, out_w = output_size(image.shape[0], image.shape[1], scale)
         if spec.family == "lanczos":
@@ -107,9 +104,8 @@ class Engine:
                 progress(1, 1)
             return result
 
-        passes = [(net, h, w, self._tile(net, tile_size))
-                  for net, h, w in self._passes(spec, opts, image.shape[0], image.shape[1], scale)]
-        total = sum(unit_count(h, w, tile, len(global_pools(net))) for net, h, w, tile in passes)
+        passes = self._passes(spec, opts, image.shape[0], image.shape[1], scale, tile_size)
+        total = _units(passes)
         done = 0
 
         def step() -> None:
@@ -118,15 +114,16 @@ class Engine:
             if progress:
                 progress(done, total)
 
-        for net, _, _, tile in passes:
-            image = run_tiled(image, self._network(net), tile, step)
+        for p in passes:
+            image = run_tiled(image, self._network(p.net), p.tile, step)
         if image.shape[:2] != (out_h, out_w):
             image = np.clip(resample(image, out_h, out_w), 0.0, 1.0)
         return image
 
     # --- helpers ------------------------------------------------------------------------
 
-    def _resolve(self, model: str, scale: float, options: dict | None) -> tuple[ModelSpec, dict]:
+    def _resolve(self, model: str, scale: Any, options: dict | None) -> tuple[ModelSpec, dict, float]:
+        """The model, its complete options and the scale as a float, or InvalidParameter."""
         spec = get_model(model)
         opts = spec.resolve_options(options)
         try:
@@ -139,21 +136,19 @@ class Engine:
             raise InvalidParameter(
                 f"realcugan denoise={opts['denoise']} is only shipped at 2x: use a scale up to 2, "
                 "or denoise -1, 0 or 3")
-        return spec, opts
+        return spec, opts, scale
 
-    def _passes(self, spec: ModelSpec, opts: dict, height: int, width: int,
-                scale: float) -> list[tuple[NetworkSpec, int, int]]:
-        """(network, input height, input width) of every native pass, in order."""
+    def _passes(self, spec: ModelSpec, opts: dict, height: int, width: int, scale: float,
+                tile_size: int | None) -> list[_Pass]:
+        """Every native pass, in order, with the size of its input and its tile size."""
         natives = native_scales(spec, opts)
         chain = plan_passes(height, width, scale, natives, lambda s: network_for(spec, opts, s).cost)
         passes = []
         for native in chain:
-            passes.append((network_for(spec, opts, native), height, width))
+            net = network_for(spec, opts, native)
+            passes.append(_Pass(net, height, width, tile_size or self.tile_size or net.tile))
             height, width = height * native, width * native
         return passes
-
-    def _tile(self, net: NetworkSpec, tile_size: int | None) -> int:
-        return tile_size or self.tile_size or net.tile
 
     def _network(self, spec: NetworkSpec) -> Network:
         with self._lock:
@@ -163,6 +158,17 @@ class Engine:
                                   gpu_id=self.gpu_id)
                 self._networks[spec.key] = network
             return network
+
+
+class _Pass(NamedTuple):
+    net: NetworkSpec
+    height: int  # of the pass's input
+    width: int
+    tile: int
+
+
+def _units(passes: list[_Pass]) -> int:
+    return sum(unit_count(p.height, p.width, p.tile, len(global_pools(p.net))) for p in passes)
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:

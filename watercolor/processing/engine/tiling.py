@@ -31,14 +31,17 @@ from typing import Protocol
 
 import numpy as np
 
+from watercolor.processing.engine.network import Pool
 from watercolor.processing.engine.networks import NetworkSpec
 
 STEP = 4  # tile starts are multiples of this (strided stages up to 4x down must line up)
 
 
 class Runner(Protocol):
+    """What tiling needs of a network (:class:`~.network.Network` is one)."""
+
     spec: NetworkSpec
-    pools: tuple  # of network.Pool
+    pools: tuple[Pool, ...]
 
     def forward(self, chw: np.ndarray, extract: str | None = None,
                 feeds: dict[str, np.ndarray] | None = None) -> np.ndarray: ...
@@ -84,14 +87,12 @@ def run_tiled(image: np.ndarray, runner: Runner, tile: int,
     feeds: dict[str, np.ndarray] = {}
     if runner.pools and len(tiles) > 1:
         for pool in runner.pools:
-            total = np.zeros(0)
-            count = 0
+            total, count = 0.0, 0
             for t in tiles:
                 feat = runner.forward(_cut(padded, t, spec)[0], pool.source, feeds)
                 own_h = feat.shape[1] if t.last_row else _owned(pool.rate, t.h)
                 own_w = feat.shape[2] if t.last_col else _owned(pool.rate, t.w)
-                part = feat[:, :own_h, :own_w].sum(axis=(1, 2), dtype=np.float64)
-                total = part if count == 0 else total + part
+                total = total + feat[:, :own_h, :own_w].sum(axis=(1, 2), dtype=np.float64)
                 count += own_h * own_w
                 step()
             feeds[pool.target] = (total / count).astype(np.float32)
