@@ -16,7 +16,7 @@ import time
 
 from watercolor import protocol
 from watercolor.protocol import FrameDecoder, FrameType
-from watercolor.transport import PeerClosed, StallTimeout, recv_frame, send_frame
+from watercolor.transport import PeerClosed, StallTimeout, linger_close, recv_frame, send_frame
 
 IO_TIMEOUT = 30.0
 MAX_PAYLOAD = 64 * 1024 * 1024
@@ -99,7 +99,7 @@ class StandIn:
                     admitted = self._try_admit()
                     if not admitted:
                         send_frame(conn, protocol.busy("", 1.0), secret=None, io_timeout=IO_TIMEOUT)
-                        _linger_close(conn)
+                        linger_close(conn)
                         return
                 if frame is None:
                     frame = recv_frame(conn, decoder, io_timeout=IO_TIMEOUT)
@@ -126,14 +126,3 @@ class StandIn:
             for frame in decoder.feed(chunk):
                 return frame
         return None
-
-
-def _linger_close(conn: socket.socket) -> None:
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(0.5)
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end and conn.recv(1 << 16):
-            pass
-    except OSError:
-        pass

@@ -15,6 +15,7 @@ all count. The tables in docs/tiling.md come from here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import subprocess
@@ -71,34 +72,49 @@ def measure_engine(model: str, threads: int) -> dict:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--one":
-        print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), threads=2)))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    networked = [name for name, spec in MODELS.items() if spec.scales]
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help=f"models to measure (default: all of {', '.join(networked)})")
+    parser.add_argument("--engine", action="store_true",
+                        help="run the whole engine on a photo of 2x2 default tiles instead of one tile")
+    parser.add_argument("--threads", type=int, default=2, help="ncnn threads (default 2)")
+    parser.add_argument("--one", nargs=2, metavar=("MODEL", "SCALE"), help=argparse.SUPPRESS)
+    parser.add_argument("--one-engine", metavar="MODEL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # the child process of one tile measurement
+        print(json.dumps(measure(args.one[0], int(args.one[1]), threads=args.threads)))
         return
-    if len(sys.argv) == 3 and sys.argv[1] == "--one-engine":
-        print(json.dumps(measure_engine(sys.argv[2], threads=2)))
+    if args.one_engine:  # the child process of one engine measurement
+        print(json.dumps(measure_engine(args.one_engine, threads=args.threads)))
         return
-    if sys.argv[1:2] == ["--engine"]:
-        wanted = sys.argv[2:] or [name for name, spec in MODELS.items() if spec.scales]
+    unknown = sorted(set(args.models) - set(networked))
+    if unknown:
+        parser.error(f"unknown model {', '.join(unknown)}: choose from {', '.join(networked)}")
+    wanted = args.models or networked
+    threads = ["--threads", str(args.threads)]
+    if args.engine:
         print("| model | scale | photo | progress units | after load (MiB) | peak (MiB) | result (MiB) | s |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for model in wanted:
-            out = subprocess.run([sys.executable, __file__, "--one-engine", model],
-                                 capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+            row = _child("--one-engine", model, *threads)
             print(f"| {model} | {row['scale']} | {row['side']}² | {row['units']} | {row['loaded_mib']:.0f} | "
                   f"{row['peak_mib']:.0f} | {row['output_mib']:.0f} | {row['seconds']:.0f} |", flush=True)
         return
-    wanted = sys.argv[1:] or [name for name, spec in MODELS.items() if spec.scales]
     print("| network | tile | tile input | after load (MiB) | peak (MiB) | kpx/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for model in wanted:
         spec = MODELS[model]
         for scale in native_scales(spec, spec.resolve_options(None)):
-            out = subprocess.run([sys.executable, __file__, "--one", model, str(scale)],
-                                 capture_output=True, text=True, check=True).stdout
-            row = json.loads(out.strip().splitlines()[-1])
+            row = _child("--one", model, str(scale), *threads)
             print(f"| {row['network']} | {row['tile']} | {row['input']}² | {row['loaded_mib']:.0f} | "
                   f"{row['peak_mib']:.0f} | {row['kpx_s']:.1f} |", flush=True)
+
+
+def _child(*args: str) -> dict:
+    """One measurement in a fresh process, so high-water marks do not mix."""
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -171,3 +171,15 @@ def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = N
             if reply.type not in protocol.FINAL_REPLIES:
                 raise ProtocolError(f"backend broke the protocol: unexpected {reply.type.name} frame")
             return reply
+
+
+def linger_close(conn: socket.socket) -> None:
+    """Half-close, then drain briefly so unread upload bytes don't turn our reply into a reset."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(0.5)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end and conn.recv(1 << 16):
+            pass
+    except OSError:
+        pass

@@ -69,3 +69,12 @@ def test_quality_quick(tmp_path):
 def test_throughput_quick():
     rows = table_rows(run_bench("throughput.py"), "model")
     assert rows and float(rows[0][2]) > 0
+
+
+def test_tile_memory_one_network():
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "tile_memory.py"), "waifu2x-photo"], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = table_rows(proc.stdout, "network")
+    assert [row[0] for row in rows] == ["WAIFU2X_PHOTO_UP2X_DENOISE0X"]
+    assert float(rows[0][4]) > float(rows[0][3]) > 0  # a tile's peak is above the loaded network

@@ -52,7 +52,7 @@ from watercolor.errors import (
 from watercolor.listen import listen
 from watercolor.params import Params, parse_params
 from watercolor.protocol import Frame, FrameDecoder, FrameType, ReplayGuard
-from watercolor.transport import PeerClosed, StallTimeout, send_frame
+from watercolor.transport import PeerClosed, StallTimeout, linger_close, send_frame
 
 log = logging.getLogger("watercolor.process")
 
@@ -226,7 +226,7 @@ class ProcessServer:
         with conn:
             try:
                 self._send(conn, protocol.busy("", self._retry_after(), "too many connections"))
-                _linger_close(conn)
+                linger_close(conn)
             except OSError:
                 pass
 
@@ -250,7 +250,7 @@ class ProcessServer:
                 except WatercolorError as exc:
                     record.outcome, record.code = "error", exc.code
                     self._try_send(conn, protocol.error(record.id, exc.code, exc.message))
-                    _linger_close(conn)  # the client may still be sending: don't reset our reply
+                    linger_close(conn)  # the client may still be sending: don't reset our reply
                 except (PeerClosed, StallTimeout, ConnectionError, TimeoutError) as exc:
                     record.outcome = "disconnected" if not isinstance(exc, TimeoutError) else "timeout"
                 except Exception:
@@ -320,7 +320,7 @@ class ProcessServer:
         record.op, record.outcome = "upscale", "busy"
         reason = "shutting_down" if closing else "busy"
         self._try_send(conn, protocol.busy("", self._retry_after(), reason))
-        _linger_close(conn)
+        linger_close(conn)
 
     def _dispatch(self, conn: socket.socket, frame: Frame, record: _Record) -> None:
         header = frame.header
@@ -434,18 +434,6 @@ def _peer_gone(conn: socket.socket) -> bool:
         return conn.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
-
-
-def _linger_close(conn: socket.socket) -> None:
-    """Half-close, then drain briefly so unread upload bytes don't turn our reply into a reset."""
-    try:
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(0.5)
-        end = time.monotonic() + 2.0
-        while time.monotonic() < end and conn.recv(1 << 16):
-            pass
-    except OSError:
-        pass
 
 
 def serve(settings: Settings) -> int:

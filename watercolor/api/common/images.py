@@ -114,3 +114,18 @@ def stem(filename: str | None, index: int) -> str:
     name = PurePosixPath((filename or "").replace("\\", "/")).name
     base = re.sub(r"[^\w.+-]+", "_", name.rsplit(".", 1)[0] if "." in name else name).strip("._")
     return base[:100] or f"image-{index + 1}"
+
+
+ERROR_SUFFIX = ".error.json"  # a failed image's entry in a zip of results: NAME.error.json
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``name`` with -2, -3... before the extension when an earlier entry took it."""
+    suffix = ERROR_SUFFIX if name.endswith(ERROR_SUFFIX) else "." + name.rpartition(".")[2]
+    base = name.removesuffix(suffix)
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{base}-{n}{suffix}"
+    used.add(candidate)
+    return candidate

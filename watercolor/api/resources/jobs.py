@@ -57,7 +57,6 @@ from watercolor.params import Params
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 
-ERROR_SUFFIX = ".error.json"
 ZIP_CHUNK = 1 << 20
 
 
@@ -142,10 +141,10 @@ def results_zip(job_id: str) -> Response:
             path = jobs.store.result_path(job, image)
             if not path.is_file():
                 raise NotFound("the job's results are no longer stored", code="result_gone")
-            entries.append((_unique(_result_name(job, image), used), path))
+            entries.append((imaging.unique_name(_result_name(job, image), used), path))
         else:
             error = {"error": image.error or {"code": image.state, "message": f"image {image.state}"}}
-            name = _unique(f"{imaging.stem(image.name, image.index)}{ERROR_SUFFIX}", used)
+            name = imaging.unique_name(f"{imaging.stem(image.name, image.index)}{imaging.ERROR_SUFFIX}", used)
             entries.append((name, (json.dumps(error, indent=2) + "\n").encode()))
     failed = sum(1 for image in job.images if image.state != DONE)
     response = Response(_zip_stream(entries), mimetype="application/zip")
@@ -210,18 +209,6 @@ def _not_ready(image: Image) -> Response:
 def _result_name(job: Job, image: Image) -> str:
     extension = imaging.extension({"mime": image.mime})
     return f"{imaging.stem(image.name, image.index)}_x{job.params.scale:g}.{extension}"
-
-
-def _unique(name: str, used: set[str]) -> str:
-    """``name``, or ``name`` with -2, -3... before the extension when an earlier entry took it."""
-    suffix = ERROR_SUFFIX if name.endswith(ERROR_SUFFIX) else "." + name.rpartition(".")[2]
-    base = name.removesuffix(suffix)
-    candidate, n = name, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{base}-{n}{suffix}"
-    used.add(candidate)
-    return candidate
 
 
 class _Sink(io.RawIOBase):

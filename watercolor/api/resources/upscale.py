@@ -40,7 +40,6 @@ from watercolor.params import Params
 bp = Blueprint("upscale", __name__, url_prefix="/v1")
 
 MULTI_STATUS = 207
-ERROR_SUFFIX = ".error.json"
 
 
 @bp.post("/upscale")
@@ -106,10 +105,10 @@ def _zip_response(outcomes: list[Outcome], params: Params, filenames: list[str |
         for index, (outcome, filename) in enumerate(zip(outcomes, filenames, strict=True)):
             if outcome.error is None:
                 assert outcome.image is not None
-                name = _unique(_result_name(filename, index, params, outcome), used)
+                name = imaging.unique_name(_result_name(filename, index, params, outcome), used)
                 archive.writestr(name, outcome.image)
             else:
-                name = _unique(f"{imaging.stem(filename, index)}{ERROR_SUFFIX}", used)
+                name = imaging.unique_name(f"{imaging.stem(filename, index)}{imaging.ERROR_SUFFIX}", used)
                 archive.writestr(name, json.dumps({"error": outcome.error.to_dict()}, indent=2) + "\n")
     response = Response(buffer.getvalue(), mimetype="application/zip",
                         status=MULTI_STATUS if failed else 200)
@@ -122,15 +121,3 @@ def _zip_response(outcomes: list[Outcome], params: Params, filenames: list[str |
 def _error(outcome: Outcome) -> WatercolorError:
     assert outcome.error is not None
     return outcome.error
-
-
-def _unique(name: str, used: set[str]) -> str:
-    """``name``, or ``name`` with -2, -3... before the extension when an earlier entry took it."""
-    suffix = ERROR_SUFFIX if name.endswith(ERROR_SUFFIX) else "." + name.rpartition(".")[2]
-    base = name.removesuffix(suffix)
-    candidate, n = name, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{base}-{n}{suffix}"
-    used.add(candidate)
-    return candidate
