@@ -105,6 +105,10 @@ def cmd_ping(args: argparse.Namespace) -> int:
         print(f"ping {args.backend[0]}:{args.backend[1]} failed: {exc}", file=sys.stderr)
         return 1
     ms = (time.monotonic() - started) * 1000
+    if args.alive and reply.type in (protocol.FrameType.PONG, protocol.FrameType.BUSY):
+        # Liveness: a backend that answers at all is alive, even if it is full or draining.
+        print(f"{args.backend[0]}:{args.backend[1]} is alive ({reply.type.name.lower()}, {ms:.1f} ms)")
+        return 0
     if reply.type is not protocol.FrameType.PONG:
         code = reply.header.get("code") or reply.header.get("reason") or reply.type.name.lower()
         print(f"ping failed: {code}: {reply.header.get('message', '')}".rstrip(": "), file=sys.stderr)
@@ -226,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ping", help="check that a processing backend answers")
     p.add_argument("backend", type=_backend, metavar="HOST:PORT")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait (default 5)")
+    p.add_argument("--alive", action="store_true",
+                   help="succeed on any answer, busy or draining included (for liveness probes)")
     p.set_defaults(func=cmd_ping)
 
     p = sub.add_parser("send", help="send one image straight to a processing backend")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from watercolor.errors import InvalidParameter
@@ -60,7 +61,10 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 def _scaled(length: int, scale: float) -> int:
-    return max(1, math.floor(length * scale + 0.5))
+    # In decimal, on the scale as written: in binary floating point 50 x 1.15 is 57.4999...,
+    # which would round down although the user asked for exactly 57.5.
+    exact = Decimal(length) * Decimal(repr(float(scale)))
+    return max(1, int(exact.to_integral_value(rounding=ROUND_HALF_UP)))
 
 
 def _int(name: str, value: Any, lo: int, hi: int) -> int:

@@ -46,6 +46,7 @@ KNOWN_FLAGS = FLAG_MAC
 MAX_HEADER_BYTES = 64 * 1024
 #: How far a signed frame's timestamp may be from the receiver's clock.
 MAX_CLOCK_SKEW = 60.0
+MAX_ID_CHARS = 64  # a backend echoes at most this much of a request id in its replies
 
 
 class FrameType(enum.IntEnum):

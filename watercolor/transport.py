@@ -155,7 +155,11 @@ def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = N
             from None
     with sock, (cancel.watching(sock) if cancel is not None else nullcontext()):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        decoder = FrameDecoder(max_payload=max_reply, peer="backend", secret=secret)
+        # Signed replies are held to the same clock window and one-use nonces as requests,
+        # and every reply must be about this request: a recorded reply cannot stand in.
+        guard = protocol.ReplayGuard() if secret is not None else None
+        decoder = FrameDecoder(max_payload=max_reply, peer="backend", secret=secret, replay_guard=guard)
+        request_id = str(frame.header.get("id") or "")[:protocol.MAX_ID_CHARS]
         try:
             send_frame(sock, frame, secret=secret, io_timeout=io_timeout, deadline=deadline)
         except (BrokenPipeError, ConnectionResetError):
@@ -164,13 +168,31 @@ def exchange(address: tuple[str, int], frame: Frame, *, secret: bytes | None = N
             pass
         while True:
             reply = recv_frame(sock, decoder, io_timeout=io_timeout, deadline=deadline)
+            _check_reply_id(reply, request_id)
             if reply.type is FrameType.PROGRESS:
                 if on_progress is not None:
-                    on_progress(int(reply.header.get("done", 0)), int(reply.header.get("total", 0)))
+                    on_progress(*_progress_counts(reply.header))
                 continue
             if reply.type not in protocol.FINAL_REPLIES:
                 raise ProtocolError(f"backend broke the protocol: unexpected {reply.type.name} frame")
             return reply
+
+
+def _check_reply_id(reply: Frame, request_id: str) -> None:
+    """RESULT, PROGRESS and ERROR name the request they answer (an ERROR sent before the header
+    was read names none); BUSY and PONG carry nothing a stale copy could pass off."""
+    if not request_id or reply.type not in (FrameType.RESULT, FrameType.PROGRESS, FrameType.ERROR):
+        return  # a request without an id gets one the backend makes up
+    reply_id = reply.header.get("id") or ""
+    if reply_id != request_id and not (reply_id == "" and reply.type is FrameType.ERROR):
+        raise ProtocolError(f"backend broke the protocol: a {reply.type.name} reply for another request")
+
+
+def _progress_counts(header: dict) -> tuple[int, int]:
+    done, total = header.get("done", 0), header.get("total", 0)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 53 for n in (done, total)):
+        raise ProtocolError("backend broke the protocol: PROGRESS counts are not whole numbers")
+    return done, total
 
 
 def linger_close(conn: socket.socket) -> None:

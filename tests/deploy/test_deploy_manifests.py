@@ -129,6 +129,8 @@ def test_backend_probes_use_the_protocol_ping():
         assert command[:2] == ["watercolor", "ping"]
         assert command[-1] == "127.0.0.1:32017"
         assert c[probe]["timeoutSeconds"] >= 2
+        # Only liveness takes a BUSY answer: a full or draining backend is alive, not ready.
+        assert ("--alive" in command) == (probe == "livenessProbe")
 
 
 @pytest.mark.parametrize("name", ["api", "process"])

@@ -176,6 +176,19 @@ def test_validate_and_tile_count_load_nothing():
     assert engine.loaded_networks == []
 
 
+@pytest.mark.parametrize("model, scale, expected", [
+    ("realesr-animevideov3", 5.0, (60, 60)),  # 2x then 3x: 6x before the resample to 50x50
+    ("realesr-animevideov3", 4.0, (40, 40)),  # native: the output itself
+    ("waifu2x-photo", 3.0, (40, 40)),  # 2x twice
+    ("realesrgan-x4plus", 1.5, (40, 40)),
+    ("lanczos", 7.5, (75, 75)),
+], ids=lambda v: str(v))
+def test_largest_image_is_the_overshooting_pass_or_the_output(model, scale, expected):
+    engine = Engine()
+    assert engine.largest_image(10, 10, model, scale) == expected
+    assert engine.loaded_networks == []
+
+
 def test_preload_loads_each_default_network_once():
     engine = Engine(threads=1)
     engine.preload(["realesr-animevideov3", "lanczos", "waifu2x-photo", "waifu2x-photo"])

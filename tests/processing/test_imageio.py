@@ -209,14 +209,19 @@ def test_truncated_or_corrupt_pixels_are_refused(data):
     ((33, 17), 1.5, "PNG", 10**6, (50, 26)),  # 49.5 and 25.5 round up
     ((35, 21), 1.5, "PNG", 10**6, (53, 32)),  # 52.5 and 31.5 round up too (round() would give 52)
     ((1, 40), 3.0, "PNG", 10**6, (3, 120)),
+    ((50, 10), 1.15, "PNG", 10**6, (58, 12)),  # 57.5 exactly, though 50 * 1.15 is 57.4999... in binary
+    ((10, 30), 1.45, "PNG", 10**6, (15, 44)),  # 14.5 and 43.5: the same kind
     ((100, 100), 4.0, "PNG", 160_000, (400, 400)),
     ((100, 100), 4.0, "PNG", 159_999, errors.OutputTooLarge),
     ((2048, 10), 8.0, "WEBP", 10**9, errors.OutputTooLarge),  # 16384 wide
     ((10, 2047), 8.0, "WEBP", 10**9, (80, 16376)),
     ((8192, 1), 8.0, "JPEG", 10**9, errors.OutputTooLarge),  # 65536 wide
+    ((8188, 1), 8.0, "JPEG", 10**9, errors.OutputTooLarge),  # 65504: libjpeg stops at 65500
+    ((8187, 1), 8.0, "JPEG", 10**9, (65496, 8)),
     ((8192, 1), 8.0, "PNG", 10**9, (65536, 8)),
-], ids=["1x1", "2x2-x4", "33x17-x1.5", "35x21-x1.5", "1x40-x3", "at-pixel-cap", "over-pixel-cap",
-        "webp-16384", "webp-16376", "jpeg-65536", "png-65536"])
+], ids=["1x1", "2x2-x4", "33x17-x1.5", "35x21-x1.5", "1x40-x3", "50x10-x1.15", "10x30-x1.45",
+        "at-pixel-cap", "over-pixel-cap",
+        "webp-16384", "webp-16376", "jpeg-65536", "jpeg-65504", "jpeg-65496", "png-65536"])
 def test_output_size_and_caps(size, scale, fmt, cap, expected):
     if isinstance(expected, type):
         with pytest.raises(expected):

@@ -262,6 +262,16 @@ def _wide_png(width: int) -> bytes:
     return encode(Image.new("RGB", (width, 1), (200, 100, 50)), "PNG")
 
 
+@pytest.mark.parametrize("fmt, largest", [("jpeg", 65500), ("webp", 16383)])
+def test_each_format_writes_its_largest_side_and_refuses_one_more(make_pipeline, fmt, largest):
+    """The limits are what the encoders really take (libjpeg stops at 65500, not 65535)."""
+    pipeline = make_pipeline()
+    out = pipeline.run(_wide_png(largest), Params("lanczos", 1.0, format=fmt), progress=None)
+    assert (out.width, out.height) == (largest, 1)
+    with pytest.raises(errors.OutputTooLarge):
+        pipeline.run(_wide_png(largest + 1), Params("lanczos", 1.0, format=fmt), progress=None)
+
+
 @pytest.mark.parametrize("data, params, settings, error", [
     (b"", Params("lanczos", 2.0), {}, errors.EmptyImage),
     (b"not an image, whatever its name says\n", Params("lanczos", 2.0), {}, errors.UnsupportedFormat),
@@ -283,10 +293,13 @@ def _wide_png(width: int) -> bytes:
     (png_declaring(13500, 13500), Params("no-such-model", 2.0), {}, errors.ImageTooLarge),
     (b"", Params("no-such-model", 2.0), {}, errors.EmptyImage),
     (b"x" * 2000, Params("lanczos", 2.0), {"max_image_bytes": 1000}, errors.PayloadTooLarge),
+    # 50x50 out fits 3000 pixels, but 2x then 3x builds 60x60 on the way.
+    (encode(astronaut().resize((10, 10)), "PNG"), Params("realesr-animevideov3", 5.0),
+     {"max_output_pixels": 3000}, errors.OutputTooLarge),
 ], ids=["zero-bytes", "text-file", "jpeg-cut-at-70%", "png-13500x13500", "over-output-cap",
         "webp-over-16383", "png-16384-is-fine", "over-byte-limit", "unknown-model", "bad-option",
         "model-before-decoding", "output-cap-before-decoding", "input-cap-before-model",
-        "empty-before-model", "byte-limit-before-format"])
+        "empty-before-model", "byte-limit-before-format", "intermediate-over-output-cap"])
 def test_bad_requests_are_refused_before_work(make_pipeline, data, params, settings, error):
     calls: list[tuple[int, int]] = []
 

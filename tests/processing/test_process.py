@@ -151,9 +151,11 @@ def _raw_request(header: bytes, payload: bytes = b"", plen: int | None = None) -
         (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "protocol_error"),
         (struct.pack(">3sBBBHIQ", b"WTC", 7, 1, 0, 0, 2, 0) + b"{}", "unsupported_version"),
         (protocol.encode_frame(protocol.result("x", b"img")), "protocol_error"),
+        # Only a REQUEST carries a payload: a PING declaring 50 MB is refused at its prefix.
+        (struct.pack(">3sBBBHIQ", b"WTC", 1, 2, 0, 0, 2, 50 << 20) + b"{}", "protocol_error"),
     ],
     ids=["length-2^63", "header-not-json", "scale-nan", "scale-inf", "unknown-op", "http-at-tcp-port",
-         "wrong-version", "reply-frame-sent-as-request"],
+         "wrong-version", "reply-frame-sent-as-request", "ping-with-a-payload"],
 )
 def test_malformed_frames(server, photo, data, code):
     reply = server.raw(data)
@@ -338,4 +340,23 @@ def test_queued_request_hears_heartbeats_so_a_short_io_timeout_does_not_fire(pho
         assert replies["first"].type is FrameType.RESULT
         assert replies["second"].type is FrameType.RESULT
     finally:
+        live.stop()
+
+
+def test_a_full_backend_is_alive_for_liveness_but_not_ready(capsys):
+    """At its connection cap a backend answers BUSY: `ping --alive` (liveness) passes, plain ping fails."""
+    from watercolor import cli
+
+    live = LiveServer(io_timeout=5.0, slots=1, queue=0)
+    held = [socket.create_connection(live.address, timeout=5) for _ in range(live.server.max_connections)]
+    try:
+        time.sleep(0.3)  # every held connection has its handler
+        target = f"{live.address[0]}:{live.address[1]}"
+        assert cli.main(["ping", "--timeout", "3", target]) == 1
+        assert "too many connections" in capsys.readouterr().err
+        assert cli.main(["ping", "--alive", "--timeout", "3", target]) == 0
+        assert "is alive (busy" in capsys.readouterr().out
+    finally:
+        for sock in held:
+            sock.close()
         live.stop()

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 #: Formats Watercolor writes, with their MIME types and largest width or height.
 MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-MAX_DIMENSION = {"PNG": 2**31 - 1, "JPEG": 65535, "WEBP": 16383}
+MAX_DIMENSION = {"PNG": 2**31 - 1, "JPEG": 65500, "WEBP": 16383}  # libjpeg refuses 65501-65535
 
 # Encoder settings, measured on real photos enlarged to 1 megapixel (astronaut 1024x1024,
 # coffee 1200x800), best of 5, one core, Pillow 13 wheels (zlib-ng 2.3, libwebp 1.6,

@@ -10,7 +10,9 @@ steps before it left on the job and leaves its own result:
    width and height from the header. No pixel is decoded.
 2. ``check_limits`` - input pixels against ``WTC_MAX_INPUT_PIXELS``; the exact
    output size against ``WTC_MAX_OUTPUT_PIXELS`` and the output format's
-   largest side; then the engine validates model, scale and options. A request
+   largest side; then the engine validates model, scale and options, and the
+   largest image its chain of native passes builds (which may overshoot the
+   output before the final resample) answers to ``WTC_MAX_OUTPUT_PIXELS`` too. A request
    that cannot succeed is refused here, before any memory is committed.
 3. ``decode`` - the first frame or page, upright (EXIF orientation applied).
 4. ``prepare`` - float32 RGB planes plus an alpha plane and flags (grey,
@@ -96,9 +98,17 @@ def read_header(job: Job) -> None:
 def check_limits(job: Job) -> None:
     header, params = _need(job.header), job.params
     job.out_format = imageio.output_format(params.format, header.format)
-    imageio.check_output(header.width, header.height, params.scale, job.out_format,
-                         max_pixels=job.settings.max_output_pixels)
+    limit = job.settings.max_output_pixels
+    imageio.check_output(header.width, header.height, params.scale, job.out_format, max_pixels=limit)
     job.engine.validate(params.model, params.scale, params.options)
+    # A chain of native passes may overshoot the output before the final resample; that
+    # intermediate image is held whole, so it answers to the same cap.
+    height, width = job.engine.largest_image(header.height, header.width, params.model, params.scale,
+                                             options=params.options)
+    if height * width > limit:
+        raise errors.OutputTooLarge(
+            f"{params.model} reaches {params.scale:g}x through a {width}x{height} = {height * width} pixel "
+            f"image; the limit is {limit} (a native scale of the model needs no larger image)")
 
 
 def decode(job: Job) -> None:

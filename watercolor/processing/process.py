@@ -58,6 +58,8 @@ log = logging.getLogger("watercolor.process")
 
 #: Connections served at once beyond the admitted requests (pings, uploads being sniffed).
 EXTRA_CONNECTIONS = 32
+#: Connections beyond the cap being answered BUSY at once; past this they are just closed.
+MAX_REFUSALS = 64
 #: A whole request must arrive within this many I/O timeouts (stops a trickling sender).
 REQUEST_DEADLINE_FACTOR = 4
 #: Least time between two PROGRESS frames.
@@ -66,6 +68,7 @@ PROGRESS_INTERVAL = 0.1
 #: timeouts) while it waits in the queue or a long tile runs, so the client never mistakes
 #: a busy backend for a stalled one.
 HEARTBEAT_FRACTION = 1 / 3
+ACCEPT_PAUSE = 0.05  # seconds to wait after a failed accept() before the next
 
 
 class Admission:
@@ -162,7 +165,9 @@ class ProcessServer:
         self._connections = threading.BoundedSemaphore(self.max_connections)
         self._handlers: set[threading.Thread] = set()
         self._handlers_lock = threading.Lock()
+        self._refusals = threading.BoundedSemaphore(MAX_REFUSALS)
         self._stop = threading.Event()
+        self._finished = threading.Event()  # set once shutdown is over: heartbeats run until then
         self.sock = listen(settings.process_host, settings.process_port, host_setting="WTC_PROCESS_HOST",
                            port_setting="WTC_PROCESS_PORT")
         self.address = self.sock.getsockname()[:2]
@@ -183,21 +188,51 @@ class ProcessServer:
                 conn, peer = self.sock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except OSError as exc:
                 if self._stop.is_set():
                     break
-                raise
-            if not self._connections.acquire(blocking=False):
-                threading.Thread(target=self._refuse, args=(conn,), daemon=True).start()
+                # Out of descriptors or buffers, or a connection reset before it was taken:
+                # the listener is fine, so wait a moment instead of taking the backend down.
+                log.warning("accept failed: %s", exc)
+                self._stop.wait(ACCEPT_PAUSE)
                 continue
-            thread = threading.Thread(target=self._handle, args=(conn, peer), daemon=True)
+            if self._connections.acquire(blocking=False):
+                self._start_handler(conn, peer)
+            elif self._refusals.acquire(blocking=False):
+                refusal = threading.Thread(target=self._refuse, args=(conn,), daemon=True)
+                self._start(refusal, conn, self._refusals)
+            else:
+                _close(conn)
+
+    def _start_handler(self, conn: socket.socket, peer: tuple) -> None:
+        thread = threading.Thread(target=self._handle, args=(conn, peer), daemon=True)
+        with self._handlers_lock:
+            self._handlers.add(thread)  # before start: a quick handler removes itself when done
+        if not self._start(thread, conn, self._connections):
             with self._handlers_lock:
-                self._handlers.add(thread)
+                self._handlers.discard(thread)
+
+    @staticmethod
+    def _start(thread: threading.Thread, conn: socket.socket, release: threading.BoundedSemaphore) -> bool:
+        """Start a connection's thread; if none can start, close the connection and free its place."""
+        try:
             thread.start()
+        except RuntimeError as exc:  # the process or pod is out of threads
+            log.warning("cannot start a thread for a connection: %s", exc)
+            _close(conn)
+            release.release()
+            return False
+        return True
 
     def shutdown(self, grace: float | None = None) -> bool:
         """Stop accepting, let work in flight finish; True if everything finished in time."""
         grace = self.settings.grace_period if grace is None else grace
+        try:
+            return self._drain(grace)
+        finally:
+            self._finished.set()
+
+    def _drain(self, grace: float) -> bool:
         if not self._stop.is_set():
             log.info("draining: no new connections, %s", json.dumps(self.admission.snapshot()))
         self._stop.set()
@@ -223,12 +258,14 @@ class ProcessServer:
         send_frame(conn, frame, secret=self.secret, io_timeout=self.settings.io_timeout)
 
     def _refuse(self, conn: socket.socket) -> None:
-        with conn:
-            try:
+        try:
+            with conn:
                 self._send(conn, protocol.busy("", self._retry_after(), "too many connections"))
                 linger_close(conn)
-            except OSError:
-                pass
+        except OSError:
+            pass
+        finally:
+            self._refusals.release()
 
     def _retry_after(self) -> float:
         return 1.0
@@ -298,6 +335,9 @@ class ProcessServer:
             except (ProtocolError, AuthenticationFailed):
                 raise
             incoming = decoder.incoming
+            if incoming and incoming[0] is not FrameType.REQUEST and incoming[1] > 0:
+                raise ProtocolError(
+                    f"client broke the protocol: a {incoming[0].name} frame carries no payload")
             if not record.admitted and not frames and incoming and incoming[0] is FrameType.REQUEST:
                 if not self.admission.try_admit():
                     self._answer_busy(conn, record)
@@ -324,7 +364,7 @@ class ProcessServer:
 
     def _dispatch(self, conn: socket.socket, frame: Frame, record: _Record) -> None:
         header = frame.header
-        record.id = str(header.get("id") or "")[:64] or uuid.uuid4().hex[:12]
+        record.id = str(header.get("id") or "")[:protocol.MAX_ID_CHARS] or uuid.uuid4().hex[:12]
         if frame.type is FrameType.PING:
             record.op = "ping"
             self._send(conn, protocol.pong(id=record.id, version=__version__, protocol=protocol.VERSION,
@@ -372,7 +412,8 @@ class ProcessServer:
 
     def _heartbeat(self) -> None:
         interval = self.settings.io_timeout * HEARTBEAT_FRACTION
-        while not self._stop.wait(min(1.0, interval / 2)):
+        # Heartbeats go on through a drain: the images being finished still need them.
+        while not self._finished.wait(min(1.0, interval / 2)):
             with self._reporters_lock:
                 reporters = list(self._reporters)
             for reporter in reporters:
@@ -426,14 +467,22 @@ class _Reporter:
 
 
 def _peer_gone(conn: socket.socket) -> bool:
-    """True if the client has closed its side (cheap, non-blocking)."""
+    """True if the client has closed its side (cheap, non-blocking; poll, as select fails past fd 1023)."""
     try:
-        readable, _, _ = select.select([conn], [], [], 0)
-        if not readable:
+        poller = select.poll()
+        poller.register(conn, select.POLLIN)
+        if not poller.poll(0):
             return False
         return conn.recv(1, socket.MSG_PEEK) == b""
-    except (OSError, ValueError):
+    except OSError:
         return True
+
+
+def _close(conn: socket.socket) -> None:
+    try:
+        conn.close()
+    except OSError:
+        pass
 
 
 def serve(settings: Settings) -> int:

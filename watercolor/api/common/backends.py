@@ -232,6 +232,10 @@ class Backends:
             if isinstance(error, BackendBusy):  # shutting down: another pod will take it
                 self.metrics.busy.labels(label).inc()
                 raise _Retry("busy", error)
+            if isinstance(error, Cancelled) and not (cancel is not None and cancel.cancelled):
+                # The backend thought we had gone; we had not: the image is lost, not cancelled.
+                self._failed(label, "lost", error)
+                raise _Retry("lost", BackendUnavailable("a processing backend was lost mid-image"))
             self.metrics.backend_images.labels(label, "error").inc()
             if code in LINK_ERRORS:
                 log.error("backend %s refused the API's request: %s: %s", label, code, message)
@@ -270,8 +274,12 @@ class Backends:
             if on_progress is not None:
                 def progress(done: int, total: int, index: int = index) -> None:
                     on_progress(index, done, total)
-            return self.upscale(bytes(image), params, deadline=deadline,
-                                request_id=f"{request_id}-{index}", on_progress=progress)
+            try:
+                return self.upscale(bytes(image), params, deadline=deadline,
+                                    request_id=f"{request_id}-{index}", on_progress=progress)
+            except Exception:  # a bug must cost this image only, never the rest of the batch
+                log.exception("image %d of request %s failed unexpectedly", index, request_id)
+                return Outcome(error=InternalError())
 
         if len(todo) == 1:
             outcomes[todo[0]] = one(todo[0])

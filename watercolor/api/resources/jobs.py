@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
+from typing import BinaryIO
 
 from flask import Blueprint, Response, jsonify, request, send_file, url_for
 
@@ -115,11 +116,11 @@ def result(job_id: str, index: int) -> Response:
     image = job.images[index]
     if image.state != DONE:
         return _not_ready(image)
-    path = jobs.store.result_path(job, image)
-    if not path.is_file():
-        raise NotFound("the result is no longer stored", code="result_gone")
-    response = send_file(path, mimetype=image.mime or "image/png", conditional=True,
-                         download_name=_result_name(job, image), max_age=0)
+    try:  # send_file opens the file before it returns: an expiry or DELETE after that cannot cut it
+        response = send_file(jobs.store.result_path(job, image), mimetype=image.mime or "image/png",
+                             conditional=True, download_name=_result_name(job, image), max_age=0)
+    except FileNotFoundError:
+        raise NotFound("the result is no longer stored", code="result_gone") from None
     for header, value in (("X-Watercolor-Width", image.width), ("X-Watercolor-Height", image.height)):
         if value is not None:
             response.headers[header] = str(value)
@@ -134,20 +135,29 @@ def results_zip(job_id: str) -> Response:
         raise Conflict("the job has not finished; its zip is ready when it has", code="not_ready")
     if not any(image.state == DONE for image in job.images):
         raise Conflict("no image of this job succeeded; see the job's errors", code="no_results")
-    entries: list[tuple[str, Path | bytes]] = []
+    # Every result is opened before the answer starts, so an expiry or a DELETE while the zip
+    # streams cannot cut it short: open files stay readable after they are removed.
+    entries: list[tuple[str, BinaryIO | bytes]] = []
     used: set[str] = set()
-    for image in job.images:
-        if image.state == DONE:
-            path = jobs.store.result_path(job, image)
-            if not path.is_file():
-                raise NotFound("the job's results are no longer stored", code="result_gone")
-            entries.append((imaging.unique_name(_result_name(job, image), used), path))
-        else:
-            error = {"error": image.error or {"code": image.state, "message": f"image {image.state}"}}
-            name = imaging.unique_name(f"{imaging.stem(image.name, image.index)}{imaging.ERROR_SUFFIX}", used)
-            entries.append((name, (json.dumps(error, indent=2) + "\n").encode()))
+    try:
+        for image in job.images:
+            if image.state == DONE:
+                try:
+                    source = open(jobs.store.result_path(job, image), "rb")  # noqa: SIM115
+                except FileNotFoundError:
+                    raise NotFound("the job's results are no longer stored", code="result_gone") from None
+                entries.append((imaging.unique_name(_result_name(job, image), used), source))
+            else:
+                error = {"error": image.error or {"code": image.state, "message": f"image {image.state}"}}
+                name = imaging.unique_name(f"{imaging.stem(image.name, image.index)}{imaging.ERROR_SUFFIX}",
+                                           used)
+                entries.append((name, (json.dumps(error, indent=2) + "\n").encode()))
+    except BaseException:
+        _close_all(entries)
+        raise
     failed = sum(1 for image in job.images if image.state != DONE)
     response = Response(_zip_stream(entries), mimetype="application/zip")
+    response.call_on_close(lambda: _close_all(entries))
     response.headers["Content-Disposition"] = f'attachment; filename="watercolor-{job.id[:8]}.zip"'
     response.headers["X-Watercolor-Images"] = str(len(job.images))
     response.headers["X-Watercolor-Failed"] = str(failed)
@@ -230,7 +240,7 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def _zip_stream(entries: list[tuple[str, Path | bytes]]) -> Iterator[bytes]:
+def _zip_stream(entries: list[tuple[str, BinaryIO | bytes]]) -> Iterator[bytes]:
     """A stored (uncompressed: images are compressed already) zip, produced as it is sent."""
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -239,10 +249,16 @@ def _zip_stream(entries: list[tuple[str, Path | bytes]]) -> Iterator[bytes]:
                 archive.writestr(name, source)
             else:
                 info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-                info.file_size = source.stat().st_size
-                with open(source, "rb") as src, archive.open(info, "w") as dst:
-                    while chunk := src.read(ZIP_CHUNK):
+                info.file_size = os.fstat(source.fileno()).st_size
+                with source, archive.open(info, "w") as dst:
+                    while chunk := source.read(ZIP_CHUNK):
                         dst.write(chunk)
                         yield sink.take()
             yield sink.take()
     yield sink.take()
+
+
+def _close_all(entries: list[tuple[str, BinaryIO | bytes]]) -> None:
+    for _, source in entries:
+        if not isinstance(source, bytes):
+            source.close()

@@ -80,6 +80,19 @@ class Engine:
             return 1
         return _units(self._passes(spec, opts, height, width, scale, tile_size))
 
+    def largest_image(self, height: int, width: int, model: str, scale: float, *,
+                      options: dict | None = None) -> tuple[int, int]:
+        """(height, width) of the largest image an enlargement builds: the output, or the last
+        native pass when the chain overshoots it (animevideov3 at 5x runs 2x then 3x: 6x)."""
+        spec, opts, scale = self._resolve(model, scale, options)
+        out_h, out_w = output_size(height, width, scale)
+        if spec.family == "lanczos":
+            return out_h, out_w
+        passes = self._passes(spec, opts, height, width, scale, None)
+        last = passes[-1]
+        grown = (last.height * last.net.scale, last.width * last.net.scale)
+        return max(grown, (out_h, out_w), key=lambda size: size[0] * size[1])
+
     # --- work ---------------------------------------------------------------------------
 
     def preload(self, names: Iterable[str]) -> None:
