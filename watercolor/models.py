@@ -84,29 +84,29 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec("realesrgan-x4plus", "realesrgan", (4,),
-                  "real photos: sharp, detailed 4x enlargements (slowest)", "~4 kpx/s"),
+                  "real photos: sharp, detailed 4x enlargements (slowest)", "~1.2 kpx/s"),
         ModelSpec("realesrgan-x4plus-anime", "realesrgan", (4,),
-                  "anime and illustrations: clean lines at 4x", "~12 kpx/s"),
+                  "anime and illustrations: clean lines at 4x", "~4.6 kpx/s"),
         ModelSpec("realesr-animevideov3", "realesrgan", (2, 3, 4),
-                  "anime, cartoons and video frames: fast 2x/3x/4x", "~160 kpx/s"),
+                  "anime, cartoons and video frames: fast 2x/3x/4x", "~145 kpx/s"),
         ModelSpec("waifu2x-photo", "waifu2x", (2,),
-                  "photos: faithful 2x with optional denoise (best PSNR)", "~300 kpx/s",
+                  "photos: faithful 2x with optional denoise (best PSNR)", "~145 kpx/s",
                   (_DENOISE_W2X,)),
         ModelSpec("waifu2x-anime", "waifu2x", (2,),
-                  "anime-style art: faithful 2x with optional denoise", "~300 kpx/s",
+                  "anime-style art: faithful 2x with optional denoise", "~165 kpx/s",
                   (_DENOISE_W2X,)),
         ModelSpec("waifu2x-cunet", "waifu2x", (2,),
-                  "illustrations and photos: high-quality 2x with optional denoise", "~110 kpx/s",
+                  "illustrations and photos: high-quality 2x with optional denoise", "~70 kpx/s",
                   (_DENOISE_W2X,)),
         ModelSpec("realcugan", "realcugan", (2, 3, 4),
                   "anime and illustrations: crisp 2x/3x/4x with denoise or conservative mode",
-                  "~80-110 kpx/s",
+                  "~60-80 kpx/s",
                   (Option("denoise", (-1, 0, 1, 2, 3), 0,
                           "-1 conservative, 0 none, 1-3 stronger noise reduction "
                           "(1 and 2 only at 2x; 3x and 4x offer -1, 0 and 3)"),)),
         ModelSpec("lanczos", "lanczos", (),
                   "anything, instantly: classic high-quality Lanczos resampling, any scale",
-                  "~50 Mpx/s"),
+                  "~1.2 Mpx/s at 4x"),
     )
 }
 
