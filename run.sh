@@ -19,10 +19,21 @@ names=()
 # shellcheck disable=SC2317  # only called from the traps
 cleanup() {
   trap - INT TERM HUP EXIT
-  if ((${#pids[@]})); then
-    echo "==> stopping ${#pids[@]} process(es)"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    wait "${pids[@]}" 2>/dev/null || true
+  local alive=() pid
+  for pid in "${pids[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); fi
+  done
+  if ((${#alive[@]})); then
+    echo "==> stopping ${#alive[@]} process(es)"
+    # The API (the last child) first, while the backends still answer: the work it finishes as it
+    # stops succeeds, and the jobs it leaves unfinished are resumed at the next start instead of
+    # failing against backends that are already gone.
+    if ((${#pids[@]} > backends)); then
+      kill -TERM "${pids[-1]}" 2>/dev/null || true
+      wait "${pids[-1]}" 2>/dev/null || true
+    fi
+    kill -TERM "${alive[@]}" 2>/dev/null || true
+    wait "${alive[@]}" 2>/dev/null || true
     echo "==> stopped"
   fi
 }
@@ -182,8 +193,8 @@ Watercolor is running at $url  ($backends processing backend(s): $backend_list)
   curl $url/v1/models
   curl $url/metrics
 
-The default model (realesrgan-x4plus) takes minutes per megapixel on a CPU; for a quick try add
-&model=realesr-animevideov3 (about 40 times faster), or open $url/ in a browser.
+The default model (realesrgan-x4plus) takes many minutes per megapixel on a CPU; for a quick try add
+&model=realesr-animevideov3 (about 100 times faster), or open $url/ in a browser.
 EOF
 if ((open)); then
   cat <<EOF

@@ -64,3 +64,11 @@ def test_one_setting_is_read_and_checked_alone():
     assert load_setting("WTC_API_PORT", {}) == 5000
     with pytest.raises(ConfigError, match="WTC_API_PORT='x' is not a valid int"):
         load_setting("WTC_API_PORT", {"WTC_API_PORT": "x"})
+
+
+@pytest.mark.parametrize("scale, text", [(2.0, "2"), (10.0, "10"), (1.5, "1.5"), (1.2345678, "1.2345678"),
+                                          (1.0000001, "1.0000001"), (8, "8")])
+def test_scale_text_is_the_scale_as_written(scale, text):
+    from watercolor.params import scale_text
+
+    assert scale_text(scale) == text

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from watercolor.client import Request, Result, output_path, upscale_file
+from watercolor.params import scale_text
 from watercolor.progress import FINISHED, ProgressBoard
 
 BATCH_FILES = 32
@@ -150,7 +151,7 @@ def run_jobs(sources: list[Path], request: Request, folder: Path | None, *, poll
             if direct is not None:
                 for index, result in direct.finished():
                     results[index] = result
-                    note = f"-> {result.output}" if result.ok else (result.error or "").split(":", 1)[0]
+                    note = f"-> {result.output}" if result.ok else (result.error or "").split(": ", 1)[0]
                     board.update(index, "done" if result.ok else "failed", 1.0, note=note)
             _overall(board, results, started)
             board.draw()
@@ -182,7 +183,7 @@ def run_jobs(sources: list[Path], request: Request, folder: Path | None, *, poll
 
 def _fail(results: list[Result], board: ProgressBoard, index: int, message: str) -> None:
     results[index].error = message
-    board.update(index, "failed", 1.0, note=message.split(":", 1)[0])
+    board.update(index, "failed", 1.0, note=message.split(": ", 1)[0])
 
 
 def _batches(sources: list[Path], data: dict[int, bytes]) -> list[list[int]]:
@@ -202,7 +203,7 @@ def _batches(sources: list[Path], data: dict[int, bytes]) -> list[list[int]]:
 def _take_news(job: Watched, request: Request, results: list[Result], board: ProgressBoard,
                folder: Path | None) -> None:
     """Show the job's latest view; save every result that became ready."""
-    scale = f"{job.view['params']['scale']:g}"
+    scale = scale_text(job.view["params"]["scale"])
     for image in job.view["images"]:
         index = job.files[image["index"]]
         if index in job.saved:

@@ -46,6 +46,17 @@ class ModelSpec:
             },
         }
 
+    def native_scales(self, options: dict[str, Any]) -> tuple[int, ...]:
+        """Native scales shipped with these (resolved) options, ascending.
+
+        A 1 means a same-size network (waifu2x cunet's denoise-only models).
+        """
+        if self.family == "realcugan" and options.get("denoise") in (1, 2):
+            return (2,)
+        if self.name == "waifu2x-cunet" and options.get("denoise", -1) >= 0:
+            return (1, 2)
+        return self.scales
+
     def resolve_options(self, given: dict[str, Any] | None) -> dict[str, Any]:
         """Fill defaults and validate every option; unknown names and values are refused."""
         given = dict(given or {})
@@ -54,10 +65,13 @@ class ModelSpec:
             value = given.pop(opt.name, opt.default)
             if isinstance(value, str) and opt.choices and not isinstance(opt.choices[0], str):
                 value = _coerce(value, type(opt.choices[0]))
-            if value not in opt.choices or isinstance(value, bool) != isinstance(opt.default, bool):
+            # The choice itself, not an equal value of another type: 1.0 == 1 but names no model file.
+            match = next((c for c in opt.choices
+                          if c == value and isinstance(value, bool) == isinstance(c, bool)), None)
+            if match is None:
                 shown = ", ".join(str(c).lower() for c in opt.choices)
                 raise InvalidParameter(f"{self.name}: option {opt.name}={value!r} must be one of {shown}")
-            out[opt.name] = value
+            out[opt.name] = match
         if given:
             raise InvalidParameter(f"{self.name} has no option(s) {', '.join(sorted(given))}")
         return out

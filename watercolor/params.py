@@ -60,6 +60,11 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return _scaled(width, scale), _scaled(height, scale)
 
 
+def scale_text(scale: float) -> str:
+    """The scale as the user wrote it, for names and headers: 2.0 is "2", 1.2345678 stays whole."""
+    return format(Decimal(repr(float(scale))).normalize(), "f")
+
+
 def _scaled(length: int, scale: float) -> int:
     # In decimal, on the scale as written: in binary floating point 50 x 1.15 is 57.4999...,
     # which would round down although the user asked for exactly 57.5.
@@ -81,6 +86,10 @@ def _int(name: str, value: Any, lo: int, hi: int) -> int:
     return number
 
 
+#: The scale of a model without native scales (a resampler) when a request names none.
+DEFAULT_ANY_SCALE = 2
+
+
 def parse_params(raw: Mapping[str, Any], *, default_model: str, max_scale: float,
                  options: Mapping[str, Any] | None = None) -> Params:
     """Validate a mapping of request parameters (query string, form, JSON or wire header).
@@ -90,7 +99,7 @@ def parse_params(raw: Mapping[str, Any], *, default_model: str, max_scale: float
     """
     model_name = raw.get("model") or default_model
     spec = get_model(model_name)
-    scale = parse_scale(raw.get("scale", spec.scales[-1] if spec.scales else 2), max_scale)
+    given_scale = raw.get("scale")
 
     fmt = str(raw.get("format") or "png").strip().lower()
     fmt = FORMAT_ALIASES.get(fmt, fmt)
@@ -111,4 +120,8 @@ def parse_params(raw: Mapping[str, Any], *, default_model: str, max_scale: float
     elif not isinstance(options, Mapping):
         raise InvalidParameter("options must be an object")
     resolved = spec.resolve_options(dict(options))
+    if given_scale is None:  # the largest native scale shipped with these options
+        natives = spec.native_scales(resolved)
+        given_scale = natives[-1] if natives else DEFAULT_ANY_SCALE
+    scale = parse_scale(given_scale, max_scale)
     return Params(spec.name, scale, fmt, quality, resolved, tile_size)

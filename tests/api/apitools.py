@@ -93,7 +93,7 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"api-{self.port}.log"
-        env = _env(api_host="127.0.0.1", api_port=self.port, api_workers=4, **settings)
+        env = _env(**{"api_host": "127.0.0.1", "api_port": self.port, "api_workers": 4, **settings})
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "watercolor", "api"], env=env,
                                          stdout=log, stderr=subprocess.STDOUT, cwd=REPO)

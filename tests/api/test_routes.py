@@ -99,3 +99,12 @@ def test_metrics_count_a_wrong_method_under_the_route_whose_path_matched(offline
     for method, route, status in [("GET", "/v1/upscale", 405), ("DELETE", "/v1/upscale", 405),
                                   ("GET", "/v1/jobs/<job_id>/cancel", 405), ("GET", "unmatched", 404)]:
         assert f'wtc_api_requests_total{{method="{method}",route="{route}",status="{status}"}} 1.0' in text
+
+
+def test_metrics_labels_stay_bounded_whatever_method_a_client_invents(offline_app):
+    client = offline_app.test_client()
+    for word in ("XAAA", "XAAB", "BREW", "PROPFIND"):
+        assert client.open("/healthz", method=word).status_code == 405
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'wtc_api_requests_total{method="other",route="/healthz",status="405"} 4.0' in text
+    assert "XAAA" not in text and "BREW" not in text

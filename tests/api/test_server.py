@@ -155,3 +155,19 @@ def test_an_address_not_of_this_machine_names_the_host_setting():
         listen("192.0.2.1", 0, host_setting="WTC_API_HOST", port_setting="WTC_API_PORT")  # TEST-NET-1
     assert str(info.value) == \
         "cannot listen on 192.0.2.1:0: cannot assign requested address (set WTC_API_HOST)"
+
+
+@pytest.mark.parametrize("filename", ["漢字.png", "Ωmega.png", "naïve.png", "plain.png"])
+def test_any_filename_gets_a_sendable_content_disposition(api_server, photos, filename):
+    response = requests.post(f"{api_server.url}/v1/upscale?model=lanczos&scale=1.5", timeout=60,
+                             files={"image": (filename, image_bytes(photos[0]), "image/png")})
+    assert response.status_code == 200, response.text[:300]
+    disposition = response.headers["Content-Disposition"]
+    stem = filename.rsplit(".", 1)[0]
+    if filename.isascii():
+        assert disposition == f'inline; filename="{stem}_x1.5.png"'
+    else:  # an ASCII stand-in, and the real name in RFC 6266's filename*
+        from urllib.parse import quote
+        assert disposition.endswith(f"filename*=UTF-8''{quote(stem + '_x1.5.png', safe='')}")
+        assert disposition.isascii()
+    assert Image.open(io.BytesIO(response.content)).size == (96, 72)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from watercolor.errors import InvalidParameter, UnknownModel
+from watercolor.models import get_model
 from watercolor.processing.engine import Engine, output_size, resample
 
 # Every model at every native scale it ships (cunet's 1x networks serve scale 1 with denoise on).
@@ -168,6 +169,35 @@ def test_validate_refuses_bad_requests(model, scale, options, error):
         Engine().validate(model, scale, options)
 
 
+@pytest.mark.parametrize("model, given, expected", [
+    ("waifu2x-anime", {"denoise": 1.0}, {"denoise": 1}),  # JSON's 1.0: equal to a choice, not a file name
+    ("waifu2x-photo", {"denoise": 3.0}, {"denoise": 3}),
+    ("waifu2x-cunet", {"denoise": "2"}, {"denoise": 2}),  # a query string's text
+    ("realcugan", {"denoise": -1.0}, {"denoise": -1}),  # -1: conservative
+], ids=lambda v: str(v))
+def test_options_equal_to_a_choice_become_that_choice(model, given, expected):
+    resolved = get_model(model).resolve_options(given)
+    assert resolved == expected
+    assert all(type(resolved[k]) is type(v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("model, given", [
+    ("waifu2x-anime", {"denoise": True}), ("waifu2x-anime", {"denoise": 1.5}),
+    ("realcugan", {"denoise": False}),
+], ids=lambda v: str(v))
+def test_options_of_another_kind_are_refused(model, given):
+    with pytest.raises(InvalidParameter):
+        get_model(model).resolve_options(given)
+
+
+def test_a_float_option_names_the_right_network():
+    engine = Engine(threads=1)
+    rgb = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
+    as_float = engine.upscale(rgb, "waifu2x-anime", 2, options={"denoise": 1.0})
+    as_int = engine.upscale(rgb, "waifu2x-anime", 2, options={"denoise": 1})
+    assert np.array_equal(as_float, as_int)
+
+
 def test_validate_and_tile_count_load_nothing():
     engine = Engine()
     engine.validate("realcugan", 2, {"denoise": 1})
@@ -212,3 +242,15 @@ def test_upscale_refuses_anything_but_rgb(engine, bad):
 def test_settings_select_the_device_threads_and_tiles(settings):
     engine = Engine.from_settings(settings.replace(tile_size=64, threads=1))
     assert (engine.device, engine.threads, engine.tile_size) == ("cpu", 1, 64)
+
+
+@pytest.mark.parametrize("model, options, expected", [
+    ("realcugan", {}, 4.0), ("realcugan", {"denoise": 1}, 2.0), ("realcugan", {"denoise": 3}, 4.0),
+    ("waifu2x-cunet", {"denoise": 1}, 2.0), ("realesr-animevideov3", {}, 4.0), ("lanczos", {}, 2.0),
+], ids=lambda v: str(v))
+def test_the_default_scale_is_the_largest_shipped_with_the_options(model, options, expected):
+    from watercolor.params import parse_params
+
+    params = parse_params({"model": model, **options}, default_model="lanczos", max_scale=8)
+    assert params.scale == expected
+    Engine().validate(params.model, params.scale, params.options)  # and it can be served

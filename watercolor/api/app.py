@@ -62,10 +62,16 @@ def _begin() -> None:
     ctx.keys.check(request)
 
 
+#: Methods counted under their own label; a client may send any word as a method, and
+#: every distinct label is a time series kept for ever, so the rest count as "other".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _finish(response: Response) -> Response:
     ctx = context()
     route = _route()
-    ctx.metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    ctx.metrics.requests.labels(route, method, str(response.status_code)).inc()
     if "started" in g:
         ctx.metrics.latency.labels(route).observe(time.monotonic() - g.started)
     if "request_id" in g:

@@ -10,11 +10,15 @@ allowed to finish.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from typing import Any
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
 from gunicorn.workers.gthread import ThreadWorker
 
+from watercolor.api.common.errors import http_error_body
 from watercolor.config import Settings
 from watercolor.listen import check_free
 
@@ -30,7 +34,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "bind": [bind],
         "workers": 1,
-        "worker_class": StoppingThreadWorker,
+        "worker_class": worker_class(settings.io_timeout),
         "threads": settings.api_workers,
         "timeout": int(settings.api_deadline) + TIMEOUT_MARGIN,
         "graceful_timeout": 30,
@@ -46,6 +50,11 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def worker_class(io_timeout: float) -> type[ThreadWorker]:
+    """The worker, holding every client socket to ``io_timeout`` per read and write."""
+    return type("WatercolorWorker", (StoppingThreadWorker,), {"io_timeout": io_timeout})
+
+
 class StoppingThreadWorker(ThreadWorker):
     """gthread, except that a stopping worker closes its listening sockets at once.
 
@@ -59,6 +68,29 @@ class StoppingThreadWorker(ThreadWorker):
     client or a load balancer retries elsewhere without waiting.
     """
 
+    io_timeout: float = 30.0
+
+    def init_process(self) -> None:
+        # gunicorn answers what it cannot parse (a URL or headers too long, bad HTTP) itself,
+        # before the app sees it, as an HTML page quoting its parser: JSON like every other error.
+        util.write_error = _write_json_error
+        logging.getLogger("gunicorn.error").addFilter(_quiet_stalls)
+        super().init_process()
+
+    def enqueue_req(self, conn: Any) -> None:
+        # A thread reads a request once its first byte arrives; a client that then stalls
+        # (a slow-loris) would hold that thread for ever. The kernel's per-socket timeouts bound
+        # every blocking read and write, whatever gunicorn or the app does with the socket.
+        seconds = int(self.io_timeout)
+        micros = int((self.io_timeout - seconds) * 1_000_000)
+        timeval = struct.pack("ll", seconds, micros)
+        try:
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        except OSError:
+            pass
+        super().enqueue_req(conn)
+
     def set_accept_enabled(self, enabled: bool) -> None:
         super().set_accept_enabled(enabled)
         if enabled or self.alive:
@@ -70,6 +102,24 @@ class StoppingThreadWorker(ThreadWorker):
                 if self.nr_conns == before:
                     break
             listener.close()
+
+
+def _quiet_stalls(record: logging.LogRecord) -> bool:
+    """gunicorn logs a client dropped for stalling (the socket timeouts above) with a traceback:
+    one plain line says it."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, BlockingIOError | TimeoutError):
+        record.msg, record.args, record.exc_info, record.exc_text = (
+            "closed a client connection that stalled past WTC_IO_TIMEOUT", (), None, None)
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
+def _write_json_error(sock: socket.socket, status_int: int, reason: str, _message: str) -> None:
+    body = http_error_body(status_int)
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class _Gunicorn(BaseApplication):

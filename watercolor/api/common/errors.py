@@ -9,6 +9,7 @@ else is a bug: it is logged with its traceback and answered with a generic
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any
@@ -27,12 +28,31 @@ HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    408: "request_timeout",
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
     431: "request_header_fields_too_large",
+    501: "not_implemented",
 }
+
+#: Public messages for what the HTTP server refuses before the app sees a request
+#: (its own texts quote parser internals).
+HTTP_MESSAGES = {
+    400: "the request is not valid HTTP",
+    408: "the request did not arrive in time",
+    414: "the request line (URL) is too long",
+    431: "the request headers are too large",
+    501: "the request's Transfer-Encoding is not supported",
+}
+
+
+def http_error_body(status: int) -> bytes:
+    """The JSON body for an error the HTTP server answers itself (never a 5xx but 501)."""
+    code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    message = HTTP_MESSAGES.get(status) or ("internal error" if status >= 500 else "bad request")
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
 #: Seconds a client is told to wait after a 503 whose error names no better value.
 DEFAULT_RETRY_AFTER = 5
 
@@ -75,10 +95,28 @@ def _http_error(exc: HTTPException) -> Response:
 
 
 def _unexpected(exc: BaseException) -> Response:
+    status = _client_fault(exc)
+    if status is not None:  # the client's body broke HTTP, or stalled, while the app read it
+        log.info("request refused while its body was read: %s", type(exc).__name__)
+        response = Response(http_error_body(status), status=status, mimetype="application/json")
+        response.headers["Connection"] = "close"
+        return response
     log.error("unexpected error", exc_info=exc)
     response = jsonify({"error": {"code": "internal_error", "message": "internal error"}})
     response.status_code = 500
     return response
+
+
+def _client_fault(exc: BaseException) -> int | None:
+    """408 for a body that stalled (WTC_IO_TIMEOUT on the client's socket), 400 for one that
+    breaks HTTP (bad chunking: gunicorn finds it only as the app reads); None for a bug."""
+    if isinstance(exc, TimeoutError | BlockingIOError):
+        return 408
+    try:
+        from gunicorn.http.errors import ParseException
+    except ImportError:  # not under gunicorn
+        return None
+    return 400 if isinstance(exc, ParseException) else None
 
 
 def register_error_handlers(app: Flask) -> None:

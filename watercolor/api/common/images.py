@@ -12,8 +12,10 @@ import base64
 import binascii
 import io
 import re
+import unicodedata
 import warnings
 from pathlib import PurePosixPath
+from urllib.parse import quote
 
 from PIL import Image
 
@@ -129,3 +131,12 @@ def unique_name(name: str, used: set[str]) -> str:
         candidate = f"{base}-{n}{suffix}"
     used.add(candidate)
     return candidate
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    """``kind; filename="..."``, with RFC 6266's ``filename*`` beside an ASCII stand-in when the
+    name is not plain ASCII (HTTP headers are Latin-1 at most: anything else cannot be sent)."""
+    if filename.isascii():
+        return f'{kind}; filename="{filename}"'
+    fallback = re.sub(r"[^\x20-\x7e]|[\"\\]", "_", unicodedata.normalize("NFKD", filename))
+    return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"

@@ -54,7 +54,7 @@ from watercolor.errors import (
     UnsupportedMediaType,
     WatercolorError,
 )
-from watercolor.params import Params
+from watercolor.params import Params, scale_text
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 
@@ -218,7 +218,7 @@ def _not_ready(image: Image) -> Response:
 
 def _result_name(job: Job, image: Image) -> str:
     extension = imaging.extension({"mime": image.mime})
-    return f"{imaging.stem(image.name, image.index)}_x{job.params.scale:g}.{extension}"
+    return f"{imaging.stem(image.name, image.index)}_x{scale_text(job.params.scale)}.{extension}"
 
 
 class _Sink(io.RawIOBase):

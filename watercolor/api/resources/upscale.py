@@ -35,7 +35,7 @@ from watercolor.api.common.inputs import (
     uploaded_images,
 )
 from watercolor.errors import BadRequest, UnsupportedMediaType, WatercolorError
-from watercolor.params import Params
+from watercolor.params import Params, scale_text
 
 bp = Blueprint("upscale", __name__, url_prefix="/v1")
 
@@ -71,7 +71,7 @@ def upscale() -> Response:
 
 
 def _result_name(filename: str | None, index: int, params: Params, outcome: Outcome) -> str:
-    return f"{imaging.stem(filename, index)}_x{params.scale:g}.{imaging.extension(outcome.info)}"
+    return f"{imaging.stem(filename, index)}_x{scale_text(params.scale)}.{imaging.extension(outcome.info)}"
 
 
 def _image_response(outcome: Outcome, params: Params, filename: str | None) -> Response:
@@ -80,12 +80,12 @@ def _image_response(outcome: Outcome, params: Params, filename: str | None) -> R
     assert outcome.image is not None
     response = Response(outcome.image, mimetype=str(outcome.info.get("mime") or "image/png"))
     name = _result_name(filename, 0, params, outcome)
-    response.headers["Content-Disposition"] = f'inline; filename="{name}"'
+    response.headers["Content-Disposition"] = imaging.content_disposition("inline", name)
     for header, key in (("X-Watercolor-Width", "width"), ("X-Watercolor-Height", "height")):
         if key in outcome.info:
             response.headers[header] = str(outcome.info[key])
     response.headers["X-Watercolor-Model"] = params.model
-    response.headers["X-Watercolor-Scale"] = f"{params.scale:g}"
+    response.headers["X-Watercolor-Scale"] = scale_text(params.scale)
     return response
 
 

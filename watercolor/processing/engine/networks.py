@@ -83,15 +83,8 @@ X4PLUS_ANIME_OVERLAP = 32
 
 
 def native_scales(spec: ModelSpec, options: dict[str, Any]) -> tuple[int, ...]:
-    """Native scales shipped for this model with these (resolved) options, ascending.
-
-    A 1 means a same-size network (waifu2x cunet's denoise-only models).
-    """
-    if spec.family == "realcugan" and options.get("denoise") in (1, 2):
-        return (2,)
-    if spec.name == "waifu2x-cunet" and options.get("denoise", -1) >= 0:
-        return (1, 2)
-    return spec.scales
+    """Native scales shipped for this model with these (resolved) options (``ModelSpec.native_scales``)."""
+    return spec.native_scales(options)
 
 
 def network_for(spec: ModelSpec, options: dict[str, Any], scale: int) -> NetworkSpec:
