@@ -48,3 +48,18 @@ def test_backoff_grows_with_jitter_up_to_a_cap():
 def test_address_labels():
     assert address_label(("127.0.0.1", 32017)) == "127.0.0.1:32017"
     assert address_label(("::1", 5)) == "[::1]:5"
+
+
+def test_a_backend_busy_with_this_apis_images_is_passed_over_for_an_idle_one():
+    backends = make("a:1,b:2,c:3")
+    with backends._working_at(("a", 1)), backends._working_at(("b", 2)):
+        assert {backends.pick() for _ in range(6)} == {("c", 3)}
+        with backends._working_at(("c", 3)), backends._working_at(("c", 3)):
+            assert {backends.pick() for _ in range(6)} == {("a", 1), ("b", 2)}  # equals take turns
+    assert backends._working == {("a", 1): 0, ("b", 2): 0, ("c", 3): 0}
+
+
+def test_the_failed_backend_is_avoided_even_when_it_is_the_least_busy():
+    backends = make("a:1,b:2")
+    with backends._working_at(("b", 2)):
+        assert backends.pick(avoid=("a", 1)) == ("b", 2)

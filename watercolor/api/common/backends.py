@@ -41,8 +41,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,18 +125,35 @@ class Backends:
         self._rng = rng or random.Random()
         self._turn = itertools.count(self._rng.randrange(len(self.addresses)))
         self._lock = threading.Lock()
+        self._working = dict.fromkeys(self.addresses, 0)  # images this API has at each address now
 
     # --- choosing a backend ----------------------------------------------------------------
 
     def pick(self, avoid: tuple[str, int] | None = None) -> tuple[str, int]:
-        """The next address in turn; the one after it when that is ``avoid`` (just failed)."""
+        """The address this API has the fewest images at, in turn among equals; never ``avoid``
+        (just failed) when there is another.
+
+        With one Service address (Kubernetes) that is always it and the Service spreads the
+        connections; with a list (``./run.sh``) a backend busy with a long image is not handed
+        more while another is idle.
+        """
+        n = len(self.addresses)
         with self._lock:
             turn = next(self._turn)
-        n = len(self.addresses)
-        address = self.addresses[turn % n]
-        if address == avoid and n > 1:
-            address = self.addresses[(turn + 1) % n]
-        return address
+            order = [self.addresses[(turn + i) % n] for i in range(n)]
+            if avoid in order and n > 1:
+                order.remove(avoid)
+            return min(order, key=self._working.__getitem__)  # min keeps the first of equals
+
+    @contextmanager
+    def _working_at(self, address: tuple[str, int]) -> Iterator[None]:
+        with self._lock:
+            self._working[address] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._working[address] -= 1
 
     # --- one image ---------------------------------------------------------------------------
 
@@ -197,9 +215,10 @@ class Backends:
                  cancel: transport.Cancel | None = None) -> Outcome:
         label = address_label(address)
         try:
-            reply = transport.exchange(address, frame, secret=self.secret, io_timeout=self.io_timeout,
-                                       deadline=deadline, max_reply=self.max_reply,
-                                       on_progress=on_progress, cancel=cancel)
+            with self._working_at(address):
+                reply = transport.exchange(address, frame, secret=self.secret, io_timeout=self.io_timeout,
+                                           deadline=deadline, max_reply=self.max_reply,
+                                           on_progress=on_progress, cancel=cancel)
         except (DeadlineExceeded, Cancelled):
             raise
         except BackendUnavailable as exc:
