@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 import uuid
@@ -79,8 +80,15 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     request = client.Request(args.url or _api_url(), scale=args.scale, model=args.model,
                              format=args.format, quality=args.quality, api_key=args.api_key,
                              timeout=args.timeout, tile_size=args.tile_size, options=tuple(args.option))
+    # A terminal closed or a `kill` is an interruption like Ctrl-C: the work still running is cancelled.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     return client.run(args.files, request, out_dir=args.out, jobs=args.jobs, use_jobs=not args.no_jobs,
                       poll=args.poll)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _backend(text: str) -> tuple[str, int]:

@@ -134,14 +134,16 @@ def test_a_pipe_gets_one_line_per_event(api_server, photo_files, tmp_path):
     assert (tmp_path / "photo1_x1.5.png").is_file()
 
 
-def test_ctrl_c_cancels_the_running_job(api_server, photo_files, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["ctrl-c", "kill", "terminal-closed"])
+def test_ctrl_c_cancels_the_running_job(api_server, photo_files, tmp_path, signum):
     big = tmp_path / "astronaut.png"
     _photo("astronaut").save(big)  # 256 tiles of 32 px: seconds of work
     terminal = Terminal("upscale", str(big), "-o", str(tmp_path / "out"), "--model", FAST_MODEL,
                         "--scale", "2", "--tile-size", "32", "--poll", "0.1", "--url", api_server.url)
     job_url = terminal.wait_for(r"job (http://\S+): 1 image").group(1)
     terminal.wait_for(r"astronaut\.png\s+\[[#.]+\]\s+\d+%\s+\S*\d+/256 tiles")
-    os.killpg(terminal.proc.pid, signal.SIGINT)
+    os.killpg(terminal.proc.pid, signum)
     assert terminal.finish() == 130
     assert "interrupted: the unfinished work was cancelled" in terminal.text
     job = requests.get(job_url, timeout=10).json()
