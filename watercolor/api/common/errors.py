@@ -53,6 +53,8 @@ def http_error_body(status: int) -> bytes:
     code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
     message = HTTP_MESSAGES.get(status) or ("internal error" if status >= 500 else "bad request")
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
 #: Seconds a client is told to wait after a 503 whose error names no better value.
 DEFAULT_RETRY_AFTER = 5
 
