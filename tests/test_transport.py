@@ -2,56 +2,26 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
+from peers import ReplyingPeer
 
 from watercolor import protocol, transport
 from watercolor.errors import AuthenticationFailed, ProtocolError
-from watercolor.protocol import FrameDecoder, FrameType
+from watercolor.protocol import FrameType
 
 SECRET = b"transport-test-secret"
 
 
-class OneReplyBackend:
-    """Reads one frame on each connection and answers with the bytes it is given."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = self.sock.getsockname()[:2]
-        self.reply = b""
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                decoder = FrameDecoder(max_payload=1 << 20, peer="client")
-                try:
-                    while not list(decoder.feed(conn.recv(1 << 16))):
-                        pass
-                    conn.sendall(self.reply)
-                except (OSError, ProtocolError):
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def backend():
-    peer = OneReplyBackend()
+    peer = ReplyingPeer()
     yield peer
     peer.close()
 
 
-def _exchange(backend: OneReplyBackend, reply: bytes, *, secret: bytes | None = None, seen=None):
+def _exchange(backend: ReplyingPeer, reply: bytes, *, secret: bytes | None = None, seen=None):
     backend.reply = reply
     return transport.exchange(backend.address, protocol.request("req-1", b"img", model="lanczos", scale=2),
                               secret=secret, io_timeout=5,

@@ -25,12 +25,12 @@ import json
 import re
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from hostile_stack import ApiService, BackendService, assert_public_error, free_port, internals_in
+from peers import ReplyingPeer
 from PIL import Image
 
 from watercolor import protocol, transport
@@ -228,35 +228,10 @@ def test_the_api_needs_the_backends_secret(secret_backend, hostile_logs, api_sec
     assert SECRET not in api.log()
 
 
-class UnsignedBackend:
-    """Answers every connection with an unsigned RESULT: a stranger posing as a backend."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = self.sock.getsockname()[:2]
-        self.answered = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        forged = protocol.encode_frame(protocol.result("x", PNG, width=64, height=48, format="png",
-                                                       mime="image/png"))
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    conn.settimeout(5)
-                    conn.recv(1 << 20)
-                    conn.sendall(forged)
-                    self.answered += 1
-                except OSError:
-                    pass
-
-
 def test_the_api_takes_no_image_from_a_backend_that_cannot_sign():
-    stranger = UnsignedBackend()
+    # A stranger posing as a backend: every connection gets an unsigned RESULT.
+    stranger = ReplyingPeer(protocol.encode_frame(protocol.result("x", PNG, width=64, height=48, format="png",
+                                                                  mime="image/png")))
     settings = load_settings({}, process_backends=f"127.0.0.1:{stranger.address[1]}", shared_secret=SECRET,
                              api_retries=1, api_deadline=10)
     response = create_app(settings).test_client().post("/v1/upscale?model=lanczos&scale=2", data=PNG,

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peers import ReplyingPeer
 from PIL import Image
 
 from watercolor import errors, protocol, transport
@@ -485,40 +486,9 @@ def test_signed_backend_refuses_everything_but_valid_fresh_signatures(signed, er
 # --- the other direction: the API's client against a hostile backend ---------------------------------
 
 
-class HostileBackend:
-    """A TCP server that answers every connection with the bytes it is told to, then closes."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = self.sock.getsockname()[:2]
-        self.reply = b""
-        self.stall = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(2)
-                try:
-                    conn.recv(1 << 16)
-                    conn.sendall(self.reply)
-                    if self.stall:
-                        time.sleep(IO_TIMEOUT * 3)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
-def hostile_peer() -> Iterator[HostileBackend]:
-    peer = HostileBackend()
+def hostile_peer() -> Iterator[ReplyingPeer]:
+    peer = ReplyingPeer(read_timeout=2)
     yield peer
     peer.close()
 
@@ -552,7 +522,7 @@ def test_the_api_client_survives_a_hostile_backend(hostile_peer, long_run):
     @_fuzz_settings(long_run, 50)
     @given(replies(), st.sampled_from([False, False, False, True]))
     def run(reply, stall):
-        hostile_peer.reply, hostile_peer.stall = reply, stall
+        hostile_peer.reply, hostile_peer.stall = reply, IO_TIMEOUT * 3 if stall else 0
         started = time.monotonic()
         try:
             transport.exchange(hostile_peer.address, protocol.ping("x"), io_timeout=IO_TIMEOUT,
@@ -590,7 +560,7 @@ def test_a_busy_answer_with_any_retry_after_is_a_clean_503(hostile_peer, retry_a
 
     header = b'{"id":"x","reason":"busy","retry_after":' + retry_after + b"}"
     hostile_peer.reply = PREFIX.pack(MAGIC, 1, int(FrameType.BUSY), 0, 0, len(header), 0) + header
-    hostile_peer.stall = False
+    hostile_peer.stall = 0
     settings = load_settings({}, process_backends=f"127.0.0.1:{hostile_peer.address[1]}", api_deadline=1)
     response = create_app(settings).test_client().post("/v1/upscale?model=lanczos", data=PNG,
                                                        content_type="image/png")
