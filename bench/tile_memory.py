@@ -26,7 +26,7 @@ import numpy as np
 
 from watercolor.models import MODELS
 from watercolor.processing.engine.network import Network
-from watercolor.processing.engine.networks import native_scales, network_for
+from watercolor.processing.engine.networks import network_for
 
 
 def measure(model: str, scale: int, threads: int) -> dict:
@@ -105,7 +105,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for model in wanted:
         spec = MODELS[model]
-        for scale in native_scales(spec, spec.resolve_options(None)):
+        for scale in spec.native_scales(spec.resolve_options(None)):
             row = _child("--one", model, str(scale), *threads)
             print(f"| {row['network']} | {row['tile']} | {row['input']}² | {row['loaded_mib']:.0f} | "
                   f"{row['peak_mib']:.0f} | {row['kpx_s']:.1f} |", flush=True)

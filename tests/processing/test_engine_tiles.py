@@ -54,11 +54,9 @@ def test_spans_cover_the_length_in_near_equal_aligned_runs(length, tile):
     ("realesrgan-x4plus", {}, 16, (4, 4)),
 ], ids=lambda v: str(v))
 def test_plan_takes_the_fewest_then_cheapest_passes(model, options, scale, expected):
-    from watercolor.processing.engine.networks import native_scales
-
     spec = get_model(model)
     opts = spec.resolve_options(options)
-    natives = native_scales(spec, opts)
+    natives = spec.native_scales(opts)
     assert plan_passes(301, 217, scale, natives, lambda s: network_for(spec, opts, s).cost) == expected
 
 

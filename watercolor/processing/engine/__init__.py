@@ -30,7 +30,7 @@ from watercolor.config import ConfigError
 from watercolor.errors import InvalidParameter
 from watercolor.models import ModelSpec, get_model
 from watercolor.processing.engine.network import Network, global_pools
-from watercolor.processing.engine.networks import NetworkSpec, native_scales, network_for
+from watercolor.processing.engine.networks import NetworkSpec, network_for
 from watercolor.processing.engine.plan import output_size, plan_passes
 from watercolor.processing.engine.resample import resample
 from watercolor.processing.engine.tiling import run_tiled, unit_count
@@ -102,7 +102,7 @@ class Engine:
             if spec.family == "lanczos":
                 continue
             opts = spec.resolve_options(None)
-            for native in native_scales(spec, opts):
+            for native in spec.native_scales(opts):
                 self._network(network_for(spec, opts, native))
 
     def upscale(self, rgb: np.ndarray, model: str, scale: float, *, options: dict | None = None,
@@ -154,7 +154,7 @@ class Engine:
     def _passes(self, spec: ModelSpec, opts: dict, height: int, width: int, scale: float,
                 tile_size: int | None) -> list[_Pass]:
         """Every native pass, in order, with the size of its input and its tile size."""
-        natives = native_scales(spec, opts)
+        natives = spec.native_scales(opts)
         chain = plan_passes(height, width, scale, natives, lambda s: network_for(spec, opts, s).cost)
         passes = []
         for native in chain:

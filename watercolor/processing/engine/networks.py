@@ -82,14 +82,9 @@ X4PLUS_OVERLAP = 40
 X4PLUS_ANIME_OVERLAP = 32
 
 
-def native_scales(spec: ModelSpec, options: dict[str, Any]) -> tuple[int, ...]:
-    """Native scales shipped for this model with these (resolved) options (``ModelSpec.native_scales``)."""
-    return spec.native_scales(options)
-
-
 def network_for(spec: ModelSpec, options: dict[str, Any], scale: int) -> NetworkSpec:
     """The network that enlarges by ``scale`` for a model and its resolved options."""
-    if scale not in native_scales(spec, options):
+    if scale not in spec.native_scales(options):
         raise InvalidParameter(f"{spec.name} has no native {scale}x network with these options")
     name = spec.name
     if name == "realesrgan-x4plus":
