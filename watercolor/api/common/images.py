@@ -28,7 +28,7 @@ from watercolor.errors import (
     PayloadTooLarge,
     WatercolorError,
 )
-from watercolor.params import Params, output_size
+from watercolor.params import Params, output_size, scale_text
 
 _DATA_URL = re.compile(r"^data:[\w/+.-]*(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"\s+")
@@ -100,6 +100,11 @@ def checked(images: list[bytes | WatercolorError], params: Params,
                 data = exc
         out.append(data)
     return out
+
+
+def result_name(filename: str | None, index: int, scale: float, info: dict) -> str:
+    """A result's file name: the input's stem, ``_x`` and the scale as written, the output's extension."""
+    return f"{stem(filename, index)}_x{scale_text(scale)}.{extension(info)}"
 
 
 def extension(info: dict, fallback: str = "png") -> str:

@@ -54,7 +54,7 @@ from watercolor.errors import (
     UnsupportedMediaType,
     WatercolorError,
 )
-from watercolor.params import Params, scale_text
+from watercolor.params import Params
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1")
 
@@ -217,8 +217,7 @@ def _not_ready(image: Image) -> Response:
 
 
 def _result_name(job: Job, image: Image) -> str:
-    extension = imaging.extension({"mime": image.mime})
-    return f"{imaging.stem(image.name, image.index)}_x{scale_text(job.params.scale)}.{extension}"
+    return imaging.result_name(image.name, image.index, job.params.scale, {"mime": image.mime})
 
 
 class _Sink(io.RawIOBase):

@@ -70,16 +70,12 @@ def upscale() -> Response:
     return _zip_response(outcomes, params, [name for name, _ in uploads])
 
 
-def _result_name(filename: str | None, index: int, params: Params, outcome: Outcome) -> str:
-    return f"{imaging.stem(filename, index)}_x{scale_text(params.scale)}.{imaging.extension(outcome.info)}"
-
-
 def _image_response(outcome: Outcome, params: Params, filename: str | None) -> Response:
     if outcome.error is not None:
         return error_response(outcome.error)
     assert outcome.image is not None
     response = Response(outcome.image, mimetype=str(outcome.info.get("mime") or "image/png"))
-    name = _result_name(filename, 0, params, outcome)
+    name = imaging.result_name(filename, 0, params.scale, outcome.info)
     response.headers["Content-Disposition"] = imaging.content_disposition("inline", name)
     for header, key in (("X-Watercolor-Width", "width"), ("X-Watercolor-Height", "height")):
         if key in outcome.info:
@@ -105,7 +101,8 @@ def _zip_response(outcomes: list[Outcome], params: Params, filenames: list[str |
         for index, (outcome, filename) in enumerate(zip(outcomes, filenames, strict=True)):
             if outcome.error is None:
                 assert outcome.image is not None
-                name = imaging.unique_name(_result_name(filename, index, params, outcome), used)
+                name = imaging.result_name(filename, index, params.scale, outcome.info)
+                name = imaging.unique_name(name, used)
                 archive.writestr(name, outcome.image)
             else:
                 name = imaging.unique_name(f"{imaging.stem(filename, index)}{imaging.ERROR_SUFFIX}", used)
