@@ -134,7 +134,7 @@ def results_zip(job_id: str) -> Response:
     if not job.is_finished:
         raise Conflict("the job has not finished; its zip is ready when it has", code="not_ready")
     if not any(image.state == DONE for image in job.images):
-        raise Conflict("no image of this job succeeded; see the job's errors", code="no_results")
+        raise Conflict("no image of this job succeeded; see each image's state and error", code="no_results")
     # Every result is opened before the answer starts, so an expiry or a DELETE while the zip
     # streams cannot cut it short: open files stay readable after they are removed.
     entries: list[tuple[str, BinaryIO | bytes]] = []
